@@ -1,0 +1,3 @@
+from nslm.callbacks.throughput import TokenThroughput
+
+__all__ = ["TokenThroughput"]

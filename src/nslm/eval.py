@@ -1,0 +1,84 @@
+"""`nslm-eval`: exact validation and test perplexity of a checkpoint.
+
+    nslm-eval ckpt_path=outputs/train/runs/<run>/checkpoints/last.ckpt          # on its own corpus
+    nslm-eval ckpt_path=... data=ptb data.eval_batch_size=1                        # another corpus/layout
+
+A checkpoint carries its config and vocabulary; a corpus whose vocabulary differs is refused (ids would
+mean other words, and the perplexity would be garbage).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import hydra
+import pytorch_lightning as pl
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from nslm.errors import NslmError
+from nslm.utils.atomic import atomic_write_json
+from nslm.utils.paths import config_dir
+
+log = logging.getLogger(__name__)
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise NslmError(f"checkpoint {path} does not exist; pass ckpt_path=<run dir>/checkpoints/<file>.ckpt")
+    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    if "nslm" not in checkpoint or "config" not in checkpoint["nslm"]:
+        raise NslmError(f"{path} is not an nslm checkpoint (no config/vocabulary inside); use one nslm-train wrote")
+    return checkpoint
+
+
+def evaluate(cfg: DictConfig) -> dict[str, Any]:
+    checkpoint = load_checkpoint(cfg.ckpt_path)
+    meta = checkpoint["nslm"]
+    train_cfg = OmegaConf.create(meta["config"])
+    datamodule = instantiate(cfg.data if cfg.get("data") else train_cfg.data)
+    datamodule.prepare_data()
+    if datamodule.vocab.fingerprint != meta["vocab_fingerprint"]:
+        raise NslmError(
+            f"the corpus' vocabulary ({len(datamodule.vocab)} words, id {datamodule.vocab.fingerprint}) is not "
+            f"the checkpoint's ({len(meta['vocab_itos'])} words, id {meta['vocab_fingerprint']}); evaluate on a "
+            "corpus built with the same vocabulary (same training file and max_vocab_size/min_freq)"
+        )
+    loss = instantiate(train_cfg.loss) if train_cfg.get("loss") else None
+    module = instantiate(train_cfg.model, loss=loss)
+    module.load_state_dict(checkpoint["state_dict"])
+    module.metadata = meta
+    trainer: pl.Trainer = instantiate(cfg.trainer, logger=False, enable_checkpointing=False)
+    trainer.validate(module, datamodule=datamodule, verbose=False)
+    trainer.test(module, datamodule=datamodule, verbose=False)
+    results = {
+        **module.last_eval,
+        "ckpt_path": str(cfg.ckpt_path),
+        "corpus": datamodule.corpus.name,
+        "eval_batch_size": datamodule.hparams.eval_batch_size,
+    }
+    if trainer.is_global_zero:
+        atomic_write_json(Path(cfg.paths.output_dir) / "results.json", results)
+        log.info("val ppl %.2f | test ppl %.2f", results["val/ppl"], results["test/ppl"])
+    return results
+
+
+def _run(cfg: DictConfig) -> float:
+    try:
+        return evaluate(cfg)["test/ppl"]
+    except NslmError as err:
+        print(f"nslm-eval: error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def main() -> None:
+    hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="eval")(_run)()
+
+
+if __name__ == "__main__":
+    main()

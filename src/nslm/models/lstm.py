@@ -1,0 +1,88 @@
+"""Multi-layer LSTM language model. It returns output *features*; turning them into a loss is the job of
+`nslm.losses`, so exact softmax and the sampled objectives share one model and one output embedding."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+Hidden = tuple[torch.Tensor, torch.Tensor]
+
+
+class LSTMLanguageModel(nn.Module):
+    def __init__(
+        self,
+        vocab_size: int,
+        embedding_dim: int = 200,
+        hidden_dim: int = 200,
+        num_layers: int = 2,
+        dropout: float = 0.2,
+        tie_weights: bool = False,
+        init_range: float = 0.1,
+        uniform_init_all: bool = False,
+    ) -> None:
+        """
+        Args:
+            tie_weights: share the input embedding with the output layer (Press & Wolf 2017; Inan et al.
+                2017). When `hidden_dim != embedding_dim` a linear projection maps LSTM outputs down to
+                the embedding size first.
+            init_range: embedding and output weights ~ U(-r, r), output bias 0 (the classic example).
+            uniform_init_all: also draw every LSTM parameter from U(-r, r) (Zaremba et al. 2014) instead
+                of PyTorch's default U(-1/sqrt(hidden), 1/sqrt(hidden)).
+        """
+        super().__init__()
+        for name, value in (
+            ("vocab_size", vocab_size),
+            ("embedding_dim", embedding_dim),
+            ("hidden_dim", hidden_dim),
+            ("num_layers", num_layers),
+        ):
+            if value < 1:
+                raise ValueError(f"model.net.{name} must be a positive integer, got {value}")
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"model.net.dropout must be in [0, 1), got {dropout}")
+        self.vocab_size = vocab_size
+        self.embedding = nn.Embedding(vocab_size, embedding_dim)
+        self.dropout = nn.Dropout(dropout)
+        self.lstm = nn.LSTM(embedding_dim, hidden_dim, num_layers, dropout=dropout if num_layers > 1 else 0.0)
+        output_dim = embedding_dim if tie_weights else hidden_dim
+        self.projection = nn.Linear(hidden_dim, embedding_dim, bias=False) if output_dim != hidden_dim else None
+        self.decoder = nn.Linear(output_dim, vocab_size)
+        self.reset_parameters(init_range, uniform_init_all)
+        if tie_weights:
+            self.decoder.weight = self.embedding.weight
+
+    def reset_parameters(self, init_range: float, uniform_init_all: bool) -> None:
+        if uniform_init_all:
+            for parameter in self.parameters():
+                nn.init.uniform_(parameter, -init_range, init_range)
+            return
+        nn.init.uniform_(self.embedding.weight, -init_range, init_range)
+        nn.init.uniform_(self.decoder.weight, -init_range, init_range)
+        nn.init.zeros_(self.decoder.bias)
+
+    @property
+    def output_weight(self) -> torch.Tensor:
+        """[vocab, features]: the output embedding the loss scores features against."""
+        return self.decoder.weight
+
+    @property
+    def output_bias(self) -> torch.Tensor:
+        return self.decoder.bias
+
+    def forward(self, inputs: torch.Tensor, hidden: Hidden | None = None) -> tuple[torch.Tensor, Hidden]:
+        """inputs [time, batch] ids -> features [time, batch, features], new hidden state.
+
+        `hidden=None` starts from zeros (start of an epoch or of an evaluation).
+        """
+        embedded = self.dropout(self.embedding(inputs))
+        output, hidden = self.lstm(embedded, hidden)
+        output = self.dropout(output)
+        if self.projection is not None:
+            output = self.projection(output)
+        return output, hidden
+
+
+def detach_hidden(hidden: Hidden) -> Hidden:
+    """Truncated BPTT: keep the state's values for the next window, cut the graph behind them."""
+    return tuple(state.detach() for state in hidden)  # type: ignore[return-value]
