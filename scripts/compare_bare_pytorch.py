@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """nslm vs a bare PyTorch loop of the same model, side by side in one process.
 
-    python scripts/compare_bare_pytorch.py                 # throughput: median tokens/s, 5 alternating rounds
+    python scripts/compare_bare_pytorch.py                 # throughput: median step, 5 alternating rounds
     python scripts/compare_bare_pytorch.py --epochs 1      # also 1 full PTB epoch each: val/test ppl
 
 Both train `experiment=ptb_example` (2x200 LSTM, exact softmax, SGD lr 20, clip 0.25, batch 20, bptt 35)
@@ -63,8 +63,13 @@ def run_bare(cache, steps: int | None, seed: int) -> dict:
     vocab = len(cache.vocab)
     model = ClassicRNNModel(vocab, 200, 200, 2, 0.2)
     train_data = batchify(cache.tokens("train"), 20)
-    tokens, seconds = train_epoch(model, train_data, lr=20.0, max_steps=steps)
-    result = {"train/tokens_per_sec": tokens / seconds, "seconds": seconds}
+    step_seconds: list[float] = []
+    tokens, seconds = train_epoch(model, train_data, lr=20.0, max_steps=steps, step_seconds=step_seconds)
+    result = {
+        "train/tokens_per_sec": tokens / seconds,
+        "seconds": seconds,
+        "train/median_step_seconds": statistics.median(step_seconds),
+    }
     if steps is None:
         result["val/ppl"] = evaluate(model, batchify(cache.tokens("valid"), 10))
         result["test/ppl"] = evaluate(model, batchify(cache.tokens("test"), 10))
@@ -86,12 +91,15 @@ def main() -> None:
         datamodule = instantiate(nslm_config([], out).data)
         cache = datamodule.cache
 
+    # Alternating rounds, so slow spells of this shared machine hit both alike; within a round each
+    # side's median step time (tokens per step / median) ignores the occasional stalled step.
+    tokens_per_step = 20 * 35
     rounds = []
-    for index in range(args.rounds):  # alternate so machine noise hits both alike
-        bare = run_bare(cache, args.steps, args.seed + index)["train/tokens_per_sec"]
-        ours = run_nslm(args.steps, 1, args.seed + index)["train/tokens_per_sec"]
+    for index in range(args.rounds):
+        bare = tokens_per_step / run_bare(cache, args.steps, args.seed + index)["train/median_step_seconds"]
+        ours = tokens_per_step / run_nslm(args.steps, 1, args.seed + index)["train/median_step_seconds"]
         rounds.append({"bare": bare, "nslm": ours, "ratio": ours / bare})
-        print(f"round {index}: bare {bare:,.0f} tok/s  nslm {ours:,.0f} tok/s  ratio {ours / bare:.3f}")
+        print(f"round {index}: bare {bare:,.0f} tok/s  nslm {ours:,.0f} tok/s  ratio {ours / bare:.3f}", flush=True)
     report = {
         "date": date.today().isoformat(),
         "machine": f"{platform.node()} {platform.processor()}",

@@ -10,7 +10,7 @@ from omegaconf import OmegaConf
 from nslm.utils.paths import config_dir
 
 CONF = config_dir()
-GROUPS = ["data", "model", "loss", "trainer", "logger", "callbacks", "paths", "hydra", "experiment", "debug"]
+GROUPS = ["data", "model", "loss", "sampler", "trainer", "logger", "callbacks", "paths", "hydra", "experiment", "debug"]
 
 
 def options(group: str) -> list[str]:

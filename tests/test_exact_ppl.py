@@ -66,10 +66,13 @@ def test_exact_nll_chunks_agree_with_one_shot(monkeypatch):
     features, weight, bias = torch.randn(50, 8), torch.randn(300, 8), torch.randn(300)
     targets = torch.randint(0, 300, (50,))
     targets[[3, 17]] = IGNORE_INDEX
-    whole = exact_token_nll(features, targets, weight, bias)
+    whole, log_z = exact_token_nll(features, targets, weight, bias)
     monkeypatch.setattr("nslm.losses.exact.MAX_LOGITS_PER_CHUNK", 7 * 300)  # 7 rows per chunk
-    chunked = exact_token_nll(features, targets, weight, bias)
+    chunked, chunked_log_z = exact_token_nll(features, targets, weight, bias)
     assert MAX_LOGITS_PER_CHUNK > 7 * 300
     assert torch.allclose(whole, chunked) and whole[3] == 0 and whole[17] == 0
-    reference = F.cross_entropy(features @ weight.T + bias, targets, reduction="none")
+    assert torch.allclose(log_z, chunked_log_z)
+    logits = features @ weight.T + bias
+    reference = F.cross_entropy(logits, targets, reduction="none")
     assert torch.allclose(whole, reference)
+    assert torch.allclose(log_z, torch.logsumexp(logits, dim=-1))

@@ -20,7 +20,8 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from nslm.errors import NslmError
+from nslm.build import build_module
+from nslm.errors import NslmError, user_error
 from nslm.utils.atomic import atomic_write_json
 from nslm.utils.paths import config_dir
 
@@ -49,10 +50,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
             f"the checkpoint's ({len(meta['vocab_itos'])} words, id {meta['vocab_fingerprint']}); evaluate on a "
             "corpus built with the same vocabulary (same training file and max_vocab_size/min_freq)"
         )
-    loss = instantiate(train_cfg.loss) if train_cfg.get("loss") else None
-    module = instantiate(train_cfg.model, loss=loss)
+    module = build_module(train_cfg, datamodule.vocab)
     module.load_state_dict(checkpoint["state_dict"])
-    module.metadata = meta
     trainer: pl.Trainer = instantiate(cfg.trainer, logger=False, enable_checkpointing=False)
     trainer.validate(module, datamodule=datamodule, verbose=False)
     trainer.test(module, datamodule=datamodule, verbose=False)
@@ -71,8 +70,11 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
 def _run(cfg: DictConfig) -> float:
     try:
         return evaluate(cfg)["test/ppl"]
-    except NslmError as err:
-        print(f"nslm-eval: error: {err}", file=sys.stderr)
+    except Exception as err:
+        cause = user_error(err)
+        if cause is None:
+            raise
+        print(f"nslm-eval: error: {cause}", file=sys.stderr)
         raise SystemExit(2) from None
 
 

@@ -9,6 +9,7 @@ mean NLL over the whole split, accumulated as sums in a torchmetrics metric, so 
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -18,8 +19,12 @@ from torch import nn
 from torchmetrics import MeanMetric
 
 from nslm.data.windows import IGNORE_INDEX, TokenWindow
+from nslm.errors import NslmError
 from nslm.losses import FullSoftmaxLoss, exact_token_nll
 from nslm.models.lstm import Hidden, detach_hidden
+
+# The module moves its own two-tensor windows (see transfer_batch_to_device); Lightning's notice is noise.
+warnings.filterwarnings("ignore", message=r".*overridden `transfer_batch_to_device`.*")
 
 
 class LanguageModelModule(pl.LightningModule):
@@ -47,10 +52,28 @@ class LanguageModelModule(pl.LightningModule):
         self.scheduler_monitor = scheduler_monitor
         self.val_nll = MeanMetric().set_dtype(torch.float64)
         self.test_nll = MeanMetric().set_dtype(torch.float64)
+        # Self-normalisation (log Z = logsumexp of the full logits): NCE-trained models are used
+        # unnormalised, so how far log Z strays from 0 matters. Mean and mean square give the std.
+        self.val_log_z = MeanMetric().set_dtype(torch.float64)
+        self.val_log_z_sq = MeanMetric().set_dtype(torch.float64)
+        if hasattr(self.loss, "initialize_output_layer"):
+            self.loss.initialize_output_layer(net.output_bias)
         self.metadata: dict[str, Any] = {}  # config + vocabulary, stored in every checkpoint
         self._train_hidden: Hidden | None = None
         self._eval_hidden: Hidden | None = None
         self.last_eval: dict[str, float] = {}
+
+    def transfer_batch_to_device(self, batch: TokenWindow, device: torch.device, dataloader_idx: int) -> TokenWindow:
+        # Lightning's generic walk over the batch costs ~1 ms per step on CPU; a window is two tensors.
+        if batch.inputs.device == device:
+            return batch
+        return TokenWindow(
+            batch.inputs.to(device, non_blocking=True), batch.targets.to(device, non_blocking=True), batch.num_tokens
+        )
+
+    def _is_logging_step(self) -> bool:
+        # Metrics the progress bar does not need are logged only on the steps the loggers write.
+        return (self.global_step + 1) % max(1, self.trainer.log_every_n_steps) == 0
 
     # ---- training -------------------------------------------------------------------------------------
     def on_train_epoch_start(self) -> None:
@@ -66,36 +89,48 @@ class LanguageModelModule(pl.LightningModule):
             self.net.output_bias,
         )
         self.log("train/loss", loss, prog_bar=True)
-        if getattr(self.loss, "exact", False):
-            self.log("train/ppl", torch.exp(loss.detach()))
-        self.log("lr", self.optimizers().param_groups[0]["lr"])
+        if self._is_logging_step():
+            if getattr(self.loss, "exact", False):
+                self.log("train/ppl", torch.exp(loss.detach()))
+            self.log("lr", self.optimizers().param_groups[0]["lr"])
         return loss
 
     # ---- exact evaluation ---------------------------------------------------------------------------
-    def _evaluate(self, batch: TokenWindow, metric: MeanMetric) -> None:
+    def _evaluate(self, batch: TokenWindow, metric: MeanMetric) -> torch.Tensor:
         features, self._eval_hidden = self.net(batch.inputs, self._eval_hidden)
         targets = batch.targets.reshape(-1)
-        nll = exact_token_nll(
+        nll, log_z = exact_token_nll(
             features.reshape(-1, features.shape[-1]), targets, self.net.output_weight, self.net.output_bias
         )
-        metric.update(nll, weight=(targets != IGNORE_INDEX).to(nll.dtype))
+        weight = (targets != IGNORE_INDEX).to(nll.dtype)
+        metric.update(nll, weight=weight)
+        return log_z, weight
 
     def _log_eval(self, prefix: str, metric: MeanMetric) -> None:
         mean_nll = float(metric.compute())  # sums reduced over ranks first
         metric.reset()
-        self.last_eval[f"{prefix}/loss"] = mean_nll
-        self.last_eval[f"{prefix}/ppl"] = math.exp(mean_nll)
-        self.log(f"{prefix}/loss", mean_nll, sync_dist=True)
-        self.log(f"{prefix}/ppl", math.exp(mean_nll), prog_bar=True, sync_dist=True)
+        self._log_value(f"{prefix}/loss", mean_nll)
+        self._log_value(f"{prefix}/ppl", math.exp(mean_nll), prog_bar=True)
+
+    def _log_value(self, name: str, value: float, prog_bar: bool = False) -> None:
+        self.last_eval[name] = value
+        self.log(name, value, prog_bar=prog_bar, sync_dist=True)
 
     def on_validation_epoch_start(self) -> None:
         self._eval_hidden = None
 
     def validation_step(self, batch: TokenWindow, batch_idx: int) -> None:
-        self._evaluate(batch, self.val_nll)
+        log_z, weight = self._evaluate(batch, self.val_nll)
+        self.val_log_z.update(log_z, weight=weight)
+        self.val_log_z_sq.update(log_z.square(), weight=weight)
 
     def on_validation_epoch_end(self) -> None:
         self._log_eval("val", self.val_nll)
+        mean, mean_sq = float(self.val_log_z.compute()), float(self.val_log_z_sq.compute())
+        self.val_log_z.reset()
+        self.val_log_z_sq.reset()
+        self._log_value("val/log_z_mean", mean)
+        self._log_value("val/log_z_std", math.sqrt(max(mean_sq - mean * mean, 0.0)))
 
     def on_test_epoch_start(self) -> None:
         self._eval_hidden = None
@@ -109,6 +144,13 @@ class LanguageModelModule(pl.LightningModule):
     # ---- optimisation and checkpoints ---------------------------------------------------------------
     def configure_optimizers(self) -> Any:
         optimizer = self.optimizer_factory(params=self.parameters())
+        sparse = getattr(self.loss, "sparse_gradients", False) or getattr(self.net.embedding, "sparse", False)
+        if sparse and not isinstance(optimizer, torch.optim.SGD):
+            raise NslmError(
+                f"{type(optimizer).__name__} cannot apply sparse gradients (loss.sparse_gradients / "
+                "model.net.sparse_embedding); use model/optimizer=sgd, or set loss.sparse_gradients=false "
+                "and model.net.sparse_embedding=false"
+            )
         if self.scheduler_factory is None:
             return optimizer
         scheduler = self.scheduler_factory(optimizer=optimizer)
@@ -122,8 +164,39 @@ class LanguageModelModule(pl.LightningModule):
             },
         }
 
+    def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
+        if not gradient_clip_val:
+            return
+        params = [p for p in self.parameters() if p.grad is not None]
+        if not any(p.grad.is_sparse for p in params):  # the usual path: Lightning's clipping
+            self.clip_gradients(optimizer, gradient_clip_val, gradient_clip_algorithm)
+            return
+        if gradient_clip_algorithm not in (None, "norm"):
+            raise ValueError("sparse gradients (sampled losses) support gradient_clip_algorithm=norm only")
+        clip_sparse_aware_(params, gradient_clip_val)
+
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["nslm"] = self.metadata
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.metadata = checkpoint.get("nslm", {})
+
+
+@torch.no_grad()
+def clip_sparse_aware_(params: list[torch.Tensor], max_norm: float) -> torch.Tensor:
+    """clip_grad_norm_ for a mix of dense and sparse gradients (torch's own rejects sparse ones).
+
+    A sparse gradient from `F.embedding(sparse=True)` may repeat a row; it is coalesced first so the norm
+    is that of the dense gradient it stands for."""
+    norms = []
+    for param in params:
+        if param.grad.is_sparse:
+            param.grad = param.grad.coalesce()
+            norms.append(param.grad._values().norm())
+        else:
+            norms.append(param.grad.norm())
+    total = torch.stack(norms).norm()
+    scale = (max_norm / (total + 1e-6)).clamp(max=1.0)
+    for param in params:
+        (param.grad._values() if param.grad.is_sparse else param.grad).mul_(scale)
+    return total

@@ -18,30 +18,17 @@ import hydra
 import pytorch_lightning as pl
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig
 
+from nslm.build import build_module
 from nslm.callbacks import TokenThroughput
-from nslm.errors import NslmError
+from nslm.errors import user_error
 from nslm.utils.atomic import atomic_write_json
 from nslm.utils.config_tree import print_config_tree
 from nslm.utils.instantiate import count_parameters, instantiate_each
 from nslm.utils.paths import config_dir
 
 log = logging.getLogger(__name__)
-
-
-def build_module(cfg: DictConfig, vocab) -> pl.LightningModule:
-    """The LightningModule for `cfg.model`, sized to `vocab`, carrying config and vocabulary for checkpoints."""
-    with open_dict(cfg):
-        cfg.model.net.vocab_size = len(vocab)
-    loss = instantiate(cfg.loss) if cfg.get("loss") else None
-    module = instantiate(cfg.model, loss=loss)
-    module.metadata = {
-        "config": OmegaConf.to_container(cfg, resolve=True),
-        "vocab_itos": vocab.itos,
-        "vocab_fingerprint": vocab.fingerprint,
-    }
-    return module
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
@@ -77,6 +64,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         "val/ppl_last": val_last,
         "test/ppl": module.last_eval.get("test/ppl"),
         "train/tokens_per_sec": throughput.tokens_per_sec,
+        "train/median_step_seconds": throughput.median_step_seconds,
         "wall_seconds": time.perf_counter() - started,
         "epochs": trainer.current_epoch,
         "global_step": trainer.global_step,
@@ -107,9 +95,12 @@ def _run(cfg: DictConfig) -> float | None:
         print_config_tree(cfg, save_to=Path(HydraConfig.get().runtime.output_dir) / "config_tree.log")
     try:
         results = train(cfg)
-    except NslmError as err:
-        log.error("%s", err)
-        print(f"nslm-train: error: {err}", file=sys.stderr)
+    except Exception as err:
+        cause = user_error(err)
+        if cause is None:
+            raise
+        log.error("%s", cause)
+        print(f"nslm-train: error: {cause}", file=sys.stderr)
         raise SystemExit(2) from None
     return results.get("val/ppl")
 

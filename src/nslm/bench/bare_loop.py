@@ -40,12 +40,16 @@ def batchify(tokens: np.ndarray, batch_size: int) -> torch.Tensor:
     return data[: columns * batch_size].view(batch_size, -1).t().contiguous()
 
 
-def train_epoch(model, data, lr, bptt=35, clip=0.25, batch_size=20, max_steps=None) -> tuple[int, float]:
-    """One epoch (or `max_steps` windows). Returns (target tokens trained, seconds)."""
+def train_epoch(
+    model, data, lr, bptt=35, clip=0.25, max_steps=None, step_seconds: list[float] | None = None
+) -> tuple[int, float]:
+    """One epoch (or `max_steps` windows). Returns (target tokens trained, seconds); appends each step's
+    duration to `step_seconds` when given."""
     model.train()
     criterion = nn.NLLLoss()
     hidden = None
     tokens, started = 0, time.perf_counter()
+    mark = started
     for step, i in enumerate(range(0, data.size(0) - 1, bptt)):
         if max_steps is not None and step >= max_steps:
             break
@@ -61,6 +65,10 @@ def train_epoch(model, data, lr, bptt=35, clip=0.25, batch_size=20, max_steps=No
         for p in model.parameters():
             p.data.add_(p.grad, alpha=-lr)
         tokens += targets.numel()
+        if step_seconds is not None:
+            now = time.perf_counter()
+            step_seconds.append(now - mark)
+            mark = now
     return tokens, time.perf_counter() - started
 
 

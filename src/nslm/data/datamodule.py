@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -11,6 +12,10 @@ from nslm.data.corpora import Corpus, TextFiles
 from nslm.data.token_cache import TokenCache, prepare_token_cache
 from nslm.data.vocab import Vocabulary
 from nslm.data.windows import StreamLayout, TokenWindowDataset
+from nslm.errors import ConfigError
+
+# Our IterableDataset's __len__ is exact with any num_workers (workers take interleaved windows).
+warnings.filterwarnings("ignore", message=r".*IterableDataset.*has `__len__` defined.*")
 
 
 class LanguageModelDataModule(pl.LightningDataModule):
@@ -36,7 +41,7 @@ class LanguageModelDataModule(pl.LightningDataModule):
         super().__init__()
         for name, value in (("batch_size", batch_size), ("eval_batch_size", eval_batch_size), ("bptt", bptt)):
             if value < 1:
-                raise ValueError(f"data.{name} must be a positive integer, got {value}")
+                raise ConfigError(f"data.{name} must be a positive integer, got {value}")
         self.save_hyperparameters(ignore=["corpus"], logger=False)
         self.corpus = corpus
         self.cache_dir = Path(cache_dir)

@@ -13,6 +13,7 @@ from collections import Counter
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
+from nslm.errors import ConfigError
 from nslm.utils.atomic import atomic_write_text
 
 EOS = "<eos>"
@@ -31,12 +32,12 @@ def read_lines(path: str | Path, stats: dict[str, int] | None = None) -> Iterato
 class Vocabulary:
     def __init__(self, itos: list[str], counts: list[int]) -> None:
         if len(itos) != len(counts):
-            raise ValueError("itos and counts must have the same length")
+            raise ConfigError("itos and counts must have the same length")
         self.itos = list(itos)
         self.counts = [int(c) for c in counts]
         self.stoi = {word: index for index, word in enumerate(self.itos)}
         if EOS not in self.stoi or UNK not in self.stoi:
-            raise ValueError(f"a vocabulary must contain {EOS} and {UNK}")
+            raise ConfigError(f"a vocabulary must contain {EOS} and {UNK}")
         self.eos_id = self.stoi[EOS]
         self.unk_id = self.stoi[UNK]
 
@@ -59,9 +60,9 @@ class Vocabulary:
     @classmethod
     def from_counter(cls, counter: Counter[str], max_size: int | None = None, min_freq: int = 1) -> Vocabulary:
         if max_size is not None and max_size < 2:
-            raise ValueError(f"data.max_vocab_size must be at least 2 (for {EOS} and {UNK}), got {max_size}")
+            raise ConfigError(f"data.max_vocab_size must be at least 2 (for {EOS} and {UNK}), got {max_size}")
         if min_freq < 1:
-            raise ValueError(f"data.min_freq must be at least 1, got {min_freq}")
+            raise ConfigError(f"data.min_freq must be at least 1, got {min_freq}")
         first_seen = {word: order for order, word in enumerate(counter)}  # Counter keeps insertion order
         by_frequency = sorted(counter.items(), key=lambda item: -item[1])  # stable: ties keep first-seen order
         budget = (max_size - 2) if max_size is not None else len(by_frequency)

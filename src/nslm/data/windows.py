@@ -28,6 +28,8 @@ import numpy as np
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
+from nslm.errors import ConfigError
+
 IGNORE_INDEX = -100
 
 
@@ -46,11 +48,11 @@ class StreamLayout:
 
     def __post_init__(self) -> None:
         if self.num_tokens < 2:
-            raise ValueError(f"a split needs at least 2 tokens to have a target, got {self.num_tokens}")
+            raise ConfigError(f"a split needs at least 2 tokens to have a target, got {self.num_tokens}")
         if self.batch_size < 1:
-            raise ValueError(f"batch size must be positive, got {self.batch_size}")
+            raise ConfigError(f"batch size must be positive, got {self.batch_size}")
         if not 0 <= self.rank < self.world_size:
-            raise ValueError(f"rank {self.rank} outside world of size {self.world_size}")
+            raise ConfigError(f"rank {self.rank} outside world of size {self.world_size}")
 
     @property
     def num_targets(self) -> int:
@@ -76,7 +78,7 @@ class TokenWindowDataset(IterableDataset):
 
     def __init__(self, tokens: np.ndarray, layout: StreamLayout, bptt: int) -> None:
         if bptt < 1:
-            raise ValueError(f"bptt must be positive, got {bptt}")
+            raise ConfigError(f"bptt must be positive, got {bptt}")
         self.tokens = tokens
         self.layout = layout
         self.bptt = bptt

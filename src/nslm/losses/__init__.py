@@ -3,5 +3,16 @@ evaluation always goes through `exact_token_nll` so every objective is measured 
 
 from nslm.losses.exact import exact_token_nll
 from nslm.losses.full import FullSoftmaxLoss
+from nslm.losses.nce import NCELoss
+from nslm.losses.neg import NegativeSamplingLoss
+from nslm.losses.sampled import SampledLoss
+from nslm.losses.sampled_softmax import SampledSoftmaxLoss
 
-__all__ = ["FullSoftmaxLoss", "exact_token_nll"]
+__all__ = [
+    "FullSoftmaxLoss",
+    "NCELoss",
+    "NegativeSamplingLoss",
+    "SampledLoss",
+    "SampledSoftmaxLoss",
+    "exact_token_nll",
+]

@@ -6,6 +6,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from nslm.errors import ConfigError
+
 Hidden = tuple[torch.Tensor, torch.Tensor]
 
 
@@ -20,6 +22,7 @@ class LSTMLanguageModel(nn.Module):
         tie_weights: bool = False,
         init_range: float = 0.1,
         uniform_init_all: bool = False,
+        sparse_embedding: bool = False,
     ) -> None:
         """
         Args:
@@ -29,6 +32,8 @@ class LSTMLanguageModel(nn.Module):
             init_range: embedding and output weights ~ U(-r, r), output bias 0 (the classic example).
             uniform_init_all: also draw every LSTM parameter from U(-r, r) (Zaremba et al. 2014) instead
                 of PyTorch's default U(-1/sqrt(hidden), 1/sqrt(hidden)).
+            sparse_embedding: the input embedding's gradient covers only the rows of the window's words
+                (with a sampled loss, no part of a step then costs O(vocabulary); needs plain SGD).
         """
         super().__init__()
         for name, value in (
@@ -38,11 +43,11 @@ class LSTMLanguageModel(nn.Module):
             ("num_layers", num_layers),
         ):
             if value < 1:
-                raise ValueError(f"model.net.{name} must be a positive integer, got {value}")
+                raise ConfigError(f"model.net.{name} must be a positive integer, got {value}")
         if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"model.net.dropout must be in [0, 1), got {dropout}")
+            raise ConfigError(f"model.net.dropout must be in [0, 1), got {dropout}")
         self.vocab_size = vocab_size
-        self.embedding = nn.Embedding(vocab_size, embedding_dim)
+        self.embedding = nn.Embedding(vocab_size, embedding_dim, sparse=sparse_embedding)
         self.dropout = nn.Dropout(dropout)
         self.lstm = nn.LSTM(embedding_dim, hidden_dim, num_layers, dropout=dropout if num_layers > 1 else 0.0)
         output_dim = embedding_dim if tie_weights else hidden_dim
