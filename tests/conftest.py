@@ -90,3 +90,14 @@ def tiny_overrides(corpus: dict[str, Path]) -> list[str]:
         "trainer.enable_progress_bar=false",
         "trainer.enable_model_summary=false",
     ]
+
+
+def run_train_cli(*args: str, timeout: int = 600, env_extra: dict | None = None):
+    """`python -m nslm.train ARGS` from the checkout (so `tests.helpers` callbacks import), captured."""
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PYTHONPATH": str(REPO), **(env_extra or {})}
+    return subprocess.run(
+        [sys.executable, "-m", "nslm.train", *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout
+    )

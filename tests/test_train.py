@@ -94,4 +94,6 @@ def test_cli_runs_and_reports_bad_input_in_one_line(tiny_corpus, tmp_path):
     assert failed.returncode == 2
     error_lines = [line for line in failed.stderr.splitlines() if line.startswith("nslm-train: error:")]
     assert len(error_lines) == 1 and "data.valid_path" in error_lines[0] and "Traceback" not in failed.stderr
-    assert not (tmp_path / "bad" / "results.json").exists()
+    # the run is recorded as failed (a sweep's summary lists it), with the same message
+    failure = json.loads((tmp_path / "bad" / "results.json").read_text())
+    assert failure["status"] == "failed" and "data.valid_path" in failure["error"]

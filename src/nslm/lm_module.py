@@ -22,6 +22,7 @@ from nslm.data.windows import IGNORE_INDEX, TokenWindow
 from nslm.errors import NslmError
 from nslm.losses import FullSoftmaxLoss, exact_token_nll
 from nslm.models.lstm import Hidden, detach_hidden
+from nslm.utils.rng import capture_rng_state, restore_rng_state
 
 # The module moves its own two-tensor windows (see transfer_batch_to_device); Lightning's notice is noise.
 warnings.filterwarnings("ignore", message=r".*overridden `transfer_batch_to_device`.*")
@@ -60,6 +61,10 @@ class LanguageModelModule(pl.LightningModule):
             self.loss.initialize_output_layer(net.output_bias)
         self.metadata: dict[str, Any] = {}  # config + vocabulary, stored in every checkpoint
         self._train_hidden: Hidden | None = None
+        self._windows_done = 0  # training windows of the current epoch, for resuming part-way
+        self._resume_state: dict[str, Any] | None = None  # read from a checkpoint, applied at train start
+        self._pending_rng: dict[str, Any] | None = None
+        self._validated_this_epoch = False
         self._eval_hidden: Hidden | None = None
         self.last_eval: dict[str, float] = {}
 
@@ -77,9 +82,50 @@ class LanguageModelModule(pl.LightningModule):
 
     # ---- training -------------------------------------------------------------------------------------
     def on_train_epoch_start(self) -> None:
+        # (Lightning skips this hook when it restarts mid-epoch, so a resumed state survives it.)
         self._train_hidden = None
+        self._windows_done = 0
+        self._validated_this_epoch = False
+
+    def on_train_epoch_end(self) -> None:
+        # Lightning does not step plateau schedulers at the end of the epoch a run resumed in: it assumes
+        # the monitored metric was lost with the restart. A run resumed mid-epoch has just validated
+        # this epoch anew, so step them here, as the uninterrupted run does.
+        if not (self.trainer.fit_loop.restarting and self._validated_this_epoch):
+            return
+        for config in self.trainer.lr_scheduler_configs:
+            metric = self.trainer.callback_metrics.get(config.monitor) if config.monitor else None
+            if config.reduce_on_plateau and config.interval == "epoch" and metric is not None:
+                self.lr_scheduler_step(config.scheduler, metric)
+
+    def on_train_start(self) -> None:
+        """Resuming: continue the epoch at the checkpoint's window, with its LSTM state and RNG."""
+        self._validated_this_epoch = False
+        state, self._resume_state = self._resume_state, None
+        if state is None:
+            return
+        self._pending_rng = state["rng"]
+        if state["epoch"] == self.current_epoch and state["windows_done"] > 0:
+            self._windows_done = state["windows_done"]
+            hidden = state["hidden"]
+            self._train_hidden = None if hidden is None else tuple(h.to(self.device) for h in hidden)
+
+    def resume_windows(self, epoch: int) -> int:
+        """Windows of `epoch` already trained by the checkpoint being resumed (0 when not resuming).
+        The datamodule skips them: Lightning asks for the train loader after restoring the checkpoint
+        and before `on_train_start`."""
+        state = self._resume_state
+        return state["windows_done"] if state is not None and state["epoch"] == epoch else 0
+
+    def on_train_batch_start(self, batch: TokenWindow, batch_idx: int) -> None:
+        # Applied here, not at load time: nothing between the checkpoint and this step may draw from the
+        # generators, exactly as in the uninterrupted run.
+        if self._pending_rng is not None:
+            restore_rng_state(self._pending_rng)
+            self._pending_rng = None
 
     def training_step(self, batch: TokenWindow, batch_idx: int) -> torch.Tensor:
+        self._windows_done += 1
         features, hidden = self.net(batch.inputs, self._train_hidden)
         self._train_hidden = detach_hidden(hidden)
         loss = self.loss(
@@ -125,6 +171,7 @@ class LanguageModelModule(pl.LightningModule):
         self.val_log_z_sq.update(log_z.square(), weight=weight)
 
     def on_validation_epoch_end(self) -> None:
+        self._validated_this_epoch = not self.trainer.sanity_checking
         self._log_eval("val", self.val_nll)
         mean, mean_sq = float(self.val_log_z.compute()), float(self.val_log_z_sq.compute())
         self.val_log_z.reset()
@@ -177,9 +224,19 @@ class LanguageModelModule(pl.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["nslm"] = self.metadata
+        # Where training stands inside the epoch: Lightning restores the loops, optimizer and schedulers;
+        # the data position, the carried LSTM state and the generators are ours to restore.
+        hidden = None if self._train_hidden is None else tuple(h.detach().cpu() for h in self._train_hidden)
+        checkpoint["nslm_train_state"] = {
+            "epoch": self.current_epoch,
+            "windows_done": self._windows_done,
+            "hidden": hidden,
+            "rng": capture_rng_state(),
+        }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.metadata = checkpoint.get("nslm", {})
+        self._resume_state = checkpoint.get("nslm_train_state")
 
 
 @torch.no_grad()

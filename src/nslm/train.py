@@ -9,6 +9,7 @@ Returns the optimised metric (exact `val/ppl`) so Hydra sweepers can minimise it
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -17,12 +18,16 @@ from typing import Any
 import hydra
 import pytorch_lightning as pl
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from hydra.utils import instantiate
-from omegaconf import DictConfig
+from omegaconf import DictConfig, open_dict
 
 from nslm.build import build_module
 from nslm.callbacks import TokenThroughput
+from nslm.distributed import export_submitit_rank_env, run_ddp_children_on_job_config
 from nslm.errors import user_error
+from nslm.loggers import build_loggers, finish_wandb
+from nslm.resume import find_interrupted_run, is_finished, latest_checkpoint
 from nslm.utils.atomic import atomic_write_json
 from nslm.utils.config_tree import print_config_tree
 from nslm.utils.instantiate import count_parameters, instantiate_each
@@ -31,9 +36,32 @@ from nslm.utils.paths import config_dir
 log = logging.getLogger(__name__)
 
 
+def resolve_resume(cfg: DictConfig) -> None:
+    """With `resume: auto` and no `ckpt_path`, continue this run's interrupted predecessor (nslm.resume)."""
+    if cfg.get("ckpt_path") or str(cfg.get("resume")).lower() != "auto" or not cfg.get("train"):
+        return
+    output_dir = Path(cfg.paths.output_dir)
+    found = None
+    if (own := latest_checkpoint(output_dir)) is not None:  # requeued into the same directory
+        found = (output_dir, own)
+    elif HydraConfig.initialized():
+        hydra_cfg = HydraConfig.get()
+        task_dir = Path(cfg.paths.log_dir) / str(cfg.task_name)
+        found = find_interrupted_run(task_dir, list(hydra_cfg.overrides.task), output_dir)
+    if found is None:
+        return
+    run_dir, checkpoint = found
+    log.info("resuming the interrupted run in %s from %s", run_dir, checkpoint.name)
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(run_dir)
+        cfg.ckpt_path = str(checkpoint)
+
+
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Train and/or test as `cfg` says; return the results written to `<output_dir>/results.json`."""
     started = time.perf_counter()
+    job_dir = Path(cfg.paths.output_dir)  # where Hydra put this job; may differ from output_dir on resume
+    resolve_resume(cfg)
     pl.seed_everything(cfg.seed, workers=True)
     output_dir = Path(cfg.paths.output_dir)
 
@@ -45,7 +73,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     callbacks = [*instantiate_each(cfg.get("callbacks")), throughput]
     if not cfg.trainer.get("enable_progress_bar", True):  # the flag wins over a configured bar
         callbacks = [c for c in callbacks if not isinstance(c, pl.callbacks.ProgressBar)]
-    loggers = instantiate_each(cfg.get("logger"))
+    loggers = build_loggers(cfg, output_dir)
     trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     for logger in loggers:
         logger.log_hyperparams(module.metadata["config"])
@@ -60,6 +88,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         trainer.test(module, datamodule=datamodule, ckpt_path=best_path or None)
 
     results = {
+        "status": "completed",
         "val/ppl": float(best_score) if best_score is not None else val_last,
         "val/ppl_last": val_last,
         "test/ppl": module.last_eval.get("test/ppl"),
@@ -71,11 +100,13 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         "num_parameters": count_parameters(module.net),
         "vocab_size": len(datamodule.vocab),
         "best_checkpoint": best_path,
+        "resumed_from": cfg.get("ckpt_path"),
         "output_dir": str(output_dir),
         "config": module.metadata["config"],
     }
     if trainer.is_global_zero:
-        atomic_write_json(output_dir / "results.json", results)
+        for directory in dict.fromkeys([output_dir, job_dir]):  # a resumed run reports in both places
+            atomic_write_json(directory / "results.json", results)
         log.info(
             "done: val ppl %s | test ppl %s | %.0f tokens/s | outputs in %s",
             _fmt(results["val/ppl"]),
@@ -86,23 +117,44 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     return results
 
 
+def record_failure(cfg: DictConfig, error: BaseException) -> None:
+    """A failed job leaves a `results.json` saying so (sweep summaries list it); a finished one is kept."""
+    if int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0"))) != 0:
+        return
+    try:
+        output_dir = Path(cfg.paths.output_dir)
+    except Exception:  # the config itself is what failed
+        return
+    if is_finished(output_dir):
+        return
+    failure = {"status": "failed", "error": f"{type(error).__name__}: {error}", "output_dir": str(output_dir)}
+    atomic_write_json(output_dir / "results.json", failure)
+
+
 def _fmt(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.2f}"
 
 
 def _run(cfg: DictConfig) -> float | None:
-    if cfg.get("print_config"):
+    run_ddp_children_on_job_config()
+    export_submitit_rank_env()
+    if cfg.get("print_config") and int(os.environ.get("LOCAL_RANK", "0")) == 0:
         print_config_tree(cfg, save_to=Path(HydraConfig.get().runtime.output_dir) / "config_tree.log")
+    multirun = HydraConfig.get().mode == RunMode.MULTIRUN
     try:
         results = train(cfg)
     except Exception as err:
+        record_failure(cfg, err)
+        finish_wandb(exit_code=1)
         cause = user_error(err)
-        if cause is None:
+        if cause is None or multirun:  # a multirun records the failure and goes on with the next job
             raise
         log.error("%s", cause)
         print(f"nslm-train: error: {cause}", file=sys.stderr)
         raise SystemExit(2) from None
-    return results.get("val/ppl")
+    finish_wandb()
+    value = results.get("val/ppl")
+    return None if value is None else float(value)
 
 
 def main() -> None:

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import logging
+import math
 import warnings
 from pathlib import Path
 
 import pytorch_lightning as pl
-from torch.utils.data import DataLoader
+import torch
 
 from nslm.data.corpora import Corpus, TextFiles
 from nslm.data.token_cache import TokenCache, prepare_token_cache
 from nslm.data.vocab import Vocabulary
-from nslm.data.windows import StreamLayout, TokenWindowDataset
+from nslm.data.windows import StreamLayout, TokenWindowDataset, WindowLoader
 from nslm.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 # Our IterableDataset's __len__ is exact with any num_workers (workers take interleaved windows).
 warnings.filterwarnings("ignore", message=r".*IterableDataset.*has `__len__` defined.*")
@@ -66,29 +70,56 @@ class LanguageModelDataModule(pl.LightningDataModule):
     def vocab(self) -> Vocabulary:
         return self.cache.vocab
 
+    def _rank_and_world(self) -> tuple[int, int]:
+        return (self.trainer.global_rank, self.trainer.world_size) if self.trainer else (0, 1)
+
     def layout(self, split: str, batch_size: int) -> StreamLayout:
-        rank, world = (self.trainer.global_rank, self.trainer.world_size) if self.trainer else (0, 1)
+        rank, world = self._rank_and_world()
         return StreamLayout(len(self.cache.tokens(split)), batch_size, world_size=world, rank=rank)
 
     def dataset(self, split: str, batch_size: int) -> TokenWindowDataset:
         return TokenWindowDataset(self.cache.tokens(split), self.layout(split, batch_size), self.hparams.bptt)
 
-    def _loader(self, split: str, batch_size: int) -> DataLoader:
-        return DataLoader(
+    def _loader(self, split: str, batch_size: int) -> WindowLoader:
+        return WindowLoader(
             self.dataset(split, batch_size),
             batch_size=None,  # each item already is a [bptt, batch] window
             num_workers=self.hparams.num_workers,
             pin_memory=self.hparams.pin_memory,
+            # its own generator: creating an iterator then draws nothing from the global RNG, so a run
+            # resumed from a checkpoint sees the same dropout masks and negatives as an uninterrupted one
+            generator=torch.Generator().manual_seed(0),
         )
 
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", self.hparams.batch_size)
+    def eval_streams_per_rank(self) -> int:
+        """`eval_batch_size` counts streams over all ranks: evaluation then lays the split out the same
+        way on 1 or N devices, and exact val/test ppl does not depend on the number of devices."""
+        world = self._rank_and_world()[1]
+        streams = self.hparams.eval_batch_size
+        if streams % world:
+            log.warning(
+                "data.eval_batch_size=%d is not a multiple of the %d ranks: each evaluates %d streams, so val/test "
+                "ppl is not comparable with runs on another number of devices",
+                streams,
+                world,
+                math.ceil(streams / world),
+            )
+        return math.ceil(streams / world)
 
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("valid", self.hparams.eval_batch_size)
+    def train_dataloader(self) -> WindowLoader:
+        loader = self._loader("train", self.hparams.batch_size)
+        # A run resumed mid-epoch continues at the window after its checkpoint (the module knows which).
+        module = self.trainer.lightning_module if self.trainer else None
+        done = module.resume_windows(self.trainer.current_epoch) if hasattr(module, "resume_windows") else 0
+        if 0 < done < len(loader.dataset):
+            loader.skip_windows(done)
+        return loader
 
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test", self.hparams.eval_batch_size)
+    def val_dataloader(self) -> WindowLoader:
+        return self._loader("valid", self.eval_streams_per_rank())
+
+    def test_dataloader(self) -> WindowLoader:
+        return self._loader("test", self.eval_streams_per_rank())
 
 
 class TextFilesDataModule(LanguageModelDataModule):

@@ -21,12 +21,13 @@ the split, and all have the same number of windows (so no rank waits on a collec
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import NamedTuple
 
 import numpy as np
 import torch
-from torch.utils.data import IterableDataset, get_worker_info
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from nslm.errors import ConfigError
 
@@ -83,6 +84,9 @@ class TokenWindowDataset(IterableDataset):
         self.layout = layout
         self.bptt = bptt
         self.starts, self.ends = layout.stream_bounds()
+        # Windows to leave out at the next iteration only: a run resumed mid-epoch continues where its
+        # checkpoint was taken instead of re-reading the epoch's first windows (see WindowLoader).
+        self.skip_next = 0
 
     def __len__(self) -> int:
         return self.layout.num_windows(self.bptt)
@@ -99,10 +103,24 @@ class TokenWindowDataset(IterableDataset):
         targets.masked_fill_(~mask, IGNORE_INDEX)
         return TokenWindow(inputs, targets, int(valid.sum()))
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[TokenWindow]:
         # Worker w of n takes windows w, w+n, ...; the DataLoader reads workers round-robin, so the
-        # order the model sees is unchanged by num_workers.
+        # order the model sees is unchanged by num_workers. `skip_next` is read now, not lazily: the
+        # loader clears it as soon as the iterator (or the workers' copies of the dataset) exist.
         info = get_worker_info()
         worker, num_workers = (info.id, info.num_workers) if info else (0, 1)
-        for index in range(worker, len(self), num_workers):
-            yield self.window(index)
+        indices = range(self.skip_next + worker, len(self), num_workers)
+        return (self.window(index) for index in indices)
+
+
+class WindowLoader(DataLoader):
+    """A DataLoader of ready-made windows that can resume an epoch part-way (`skip_windows`)."""
+
+    def skip_windows(self, count: int) -> None:
+        """Start the next epoch's iteration at window `count` (the windows before it were trained)."""
+        self.dataset.skip_next = count
+
+    def __iter__(self):
+        iterator = super().__iter__()  # the dataset (or each worker's copy) has read skip_next by now
+        self.dataset.skip_next = 0
+        return iterator

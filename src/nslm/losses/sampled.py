@@ -86,14 +86,24 @@ class SampledLoss(nn.Module):
     def initialize_output_layer(self, bias: torch.Tensor | None) -> None:
         """Hook for objectives that need a particular output-bias start (NCE)."""
 
+    def _sample(self, targets: torch.Tensor, valid: torch.Tensor):
+        if not self.sampler.uses_batch or bool(valid.all()):
+            return self.sampler.sample(self.num_negatives, targets, unique=self.unique, shared=self.shared_negatives)
+        # Padded rows (the split's last window only) must not become in-batch candidates.
+        candidates = self.sampler.sample(
+            self.num_negatives, targets[valid], unique=self.unique, shared=self.shared_negatives
+        )
+        target_log_expected = candidates.target_log_expected.new_zeros(targets.shape)
+        target_log_expected[valid] = candidates.target_log_expected
+        candidates.target_log_expected = target_log_expected
+        return candidates
+
     def scores(
         self, features: torch.Tensor, targets: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
     ) -> SampledScores:
         valid = targets != IGNORE_INDEX
         safe_targets = targets.masked_fill(~valid, 0)
-        candidates = self.sampler.sample(
-            self.num_negatives, safe_targets, unique=self.unique, shared=self.shared_negatives
-        )
+        candidates = self._sample(safe_targets, valid)
         sparse = self.sparse_gradients
         target_scores = (features * gather_rows(safe_targets, weight, sparse)).sum(-1)
         candidate_rows = gather_rows(candidates.ids, weight, sparse)

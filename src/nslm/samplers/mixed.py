@@ -19,11 +19,15 @@ class MixedSampler(CandidateSampler):
     uses_batch = True
 
     def __init__(
-        self, counts: Sequence[int] | torch.Tensor, base: CandidateSampler | Callable[..., CandidateSampler]
+        self,
+        counts: Sequence[int] | torch.Tensor,
+        base: CandidateSampler | Callable[..., CandidateSampler],
+        cross_device: bool = False,
     ) -> None:
-        """`base`: a sampler, or a factory taking `counts` (Hydra `_partial_: true`)."""
+        """`base`: a sampler, or a factory taking `counts` (Hydra `_partial_: true`); `cross_device`: the
+        in-batch half takes the targets of every DDP rank."""
         super().__init__(counts)
-        self.in_batch = InBatchSampler(counts)
+        self.in_batch = InBatchSampler(counts, cross_device=cross_device)
         self.base = base if isinstance(base, CandidateSampler) else base(counts=counts)
 
     def log_prob(self, ids: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,103 @@
+"""Experiment loggers from the `logger` group, with W&B runs named, tagged and grouped for sweeps.
+
+Every logger receives the same metric names (`train/loss`, `val/ppl`, ...). For `logger=wandb` the fields
+left null are filled from the run itself:
+
+- `group`: one id per Hydra multirun (`<task>-<sweep dir name>`), so the dashboard groups a sweep;
+- `name`: readable, e.g. `sampled_softmax-unigram-k1024-ptb#3` (`#3`: the job number in a multirun);
+- `tags`: the config's `tags` plus loss, sampler, k and corpus;
+- `id`: kept in `<output_dir>/wandb_run_id`, so a resumed run continues the same W&B run.
+"""
+
+from __future__ import annotations
+
+import secrets
+import string
+import sys
+from pathlib import Path
+from typing import Any
+
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from nslm.utils.atomic import atomic_write_text
+
+WANDB_ID_FILE = "wandb_run_id"
+
+
+def _choice(cfg: DictConfig, group: str) -> str | None:
+    """The option picked for a config group (`loss=nce` -> `nce`); from the target's module without Hydra."""
+    if HydraConfig.initialized():
+        choice = HydraConfig.get().runtime.choices.get(group)
+        if choice:
+            return str(choice)
+    node = cfg.get(group)
+    target = node.get("_target_") if isinstance(node, DictConfig) else None
+    return target.rsplit(".", 2)[-2] if target else None
+
+
+def run_labels(cfg: DictConfig) -> dict[str, Any]:
+    """What distinguishes this run: objective, sampler and k (sampled objectives only), corpus."""
+    loss = _choice(cfg, "loss") or "full"
+    labels: dict[str, Any] = {"loss": loss, "corpus": _choice(cfg, "data") or "corpus"}
+    if loss != "full" and cfg.get("loss") and "num_negatives" in cfg.loss:
+        labels["sampler"] = _choice(cfg, "sampler")
+        labels["k"] = int(cfg.loss.num_negatives)
+    return labels
+
+
+def _multirun() -> tuple[str, int] | None:
+    """(sweep id, job number) inside a Hydra multirun."""
+    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+        return None
+    hydra_cfg = HydraConfig.get()
+    return f"{hydra_cfg.job.name}-{Path(hydra_cfg.sweep.dir).name}", int(hydra_cfg.job.num)
+
+
+def wandb_settings(entry: DictConfig, cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
+    """The WandbLogger's arguments with the run's name, group, tags and a stable id filled in."""
+    settings = OmegaConf.to_container(entry, resolve=True)
+    labels = run_labels(cfg)
+    sweep = _multirun()
+    if settings.get("group") is None and sweep is not None:
+        settings["group"] = sweep[0]
+    if settings.get("name") is None:
+        name = "-".join(
+            str(part)
+            for part in (labels["loss"], labels.get("sampler"), labels.get("k") and f"k{labels['k']}", labels["corpus"])
+            if part
+        )
+        settings["name"] = f"{name}#{sweep[1]}" if sweep is not None else name
+    tags = [str(tag) for tag in settings.get("tags") or []]
+    tags += [f"{key}={value}" if key == "k" else str(value) for key, value in labels.items() if value is not None]
+    settings["tags"] = list(dict.fromkeys(tags))  # unique, in order
+    if settings.get("id") is None:
+        id_file = output_dir / WANDB_ID_FILE
+        if id_file.is_file():  # a resumed run: continue the same W&B run
+            settings["id"] = id_file.read_text().strip()
+        else:  # W&B's own id format: 8 lowercase letters and digits
+            settings["id"] = "".join(secrets.choice(string.ascii_lowercase + string.digits) for _ in range(8))
+            atomic_write_text(id_file, settings["id"] + "\n")
+        settings.setdefault("resume", "allow")
+    return settings
+
+
+def build_loggers(cfg: DictConfig, output_dir: Path) -> list[Any]:
+    loggers = []
+    for entry in (cfg.get("logger") or {}).values():
+        if not isinstance(entry, DictConfig) or "_target_" not in entry:
+            continue
+        if entry._target_.endswith("WandbLogger"):
+            loggers.append(instantiate(wandb_settings(entry, cfg, output_dir)))
+        else:
+            loggers.append(instantiate(entry))
+    return loggers
+
+
+def finish_wandb(exit_code: int = 0) -> None:
+    """Close the W&B run so the next job of a multirun (same process) starts its own."""
+    wandb = sys.modules.get("wandb")
+    if wandb is not None and getattr(wandb, "run", None) is not None:
+        wandb.finish(exit_code=exit_code)

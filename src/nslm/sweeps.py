@@ -1,0 +1,100 @@
+"""`summary.csv` for a Hydra multirun: one row per finished job, failed ones included.
+
+Each job writes `results.json` in its own directory (`status: completed`, or `failed` with the error).
+After every job this Hydra callback rebuilds `<sweep dir>/summary.csv` from all of them, written to a
+temporary name and renamed: a job that fails, or a sweep killed half-way, never erases the rows of the
+jobs that finished. Registered in `conf/hydra/default.yaml`.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from hydra.core.utils import JobReturn, JobStatus
+from hydra.experimental.callback import Callback
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf
+
+from nslm.utils.atomic import atomic_write_json, atomic_write_text
+
+log = logging.getLogger(__name__)
+
+COLUMNS = [
+    "job",
+    "status",
+    "swept",  # the overrides that differ between the sweep's jobs, e.g. `loss=nce loss.num_negatives=16`
+    "val/ppl",
+    "test/ppl",
+    "train/tokens_per_sec",
+    "wall_seconds",
+    "epochs",
+    "global_step",
+    "output_dir",
+    "error",
+    "overrides",  # all of the job's command-line overrides
+]
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _overrides(job_dir: Path) -> list[str]:
+    try:
+        return [str(item) for item in OmegaConf.load(job_dir / ".hydra" / "overrides.yaml")]
+    except Exception:
+        return []
+
+
+def summary_rows(sweep_dir: Path) -> list[dict[str, Any]]:
+    rows, overrides = [], []
+    for results_file in sweep_dir.glob("*/results.json"):
+        results = _read_json(results_file)
+        if results is None:
+            continue
+        job_dir = results_file.parent
+        row = {column: results.get(column) for column in COLUMNS}
+        row.update(job=job_dir.name, status=results.get("status", "completed"))
+        row["output_dir"] = results.get("output_dir", str(job_dir))
+        rows.append(row)
+        overrides.append(_overrides(job_dir))
+    shared = set.intersection(*(set(items) for items in overrides)) if overrides else set()
+    for row, items in zip(rows, overrides, strict=True):
+        row["overrides"] = " ".join(items)
+        row["swept"] = " ".join(item for item in items if item not in shared)
+    return sorted(rows, key=lambda row: (not row["job"].isdigit(), int(row["job"]) if row["job"].isdigit() else 0))
+
+
+def write_summary(sweep_dir: Path) -> Path:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=COLUMNS)
+    writer.writeheader()
+    writer.writerows(summary_rows(sweep_dir))
+    atomic_write_text(sweep_dir / "summary.csv", buffer.getvalue())
+    return sweep_dir / "summary.csv"
+
+
+class SweepSummary(Callback):
+    def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
+        if config.hydra.mode != RunMode.MULTIRUN:
+            return
+        job_dir = Path(config.hydra.runtime.output_dir)
+        if job_return.status == JobStatus.FAILED and not (job_dir / "results.json").exists():
+            # failed before nslm could record it (e.g. while composing or instantiating)
+            atomic_write_json(
+                job_dir / "results.json",
+                {"status": "failed", "error": str(job_return._return_value), "output_dir": str(job_dir)},
+            )
+        write_summary(Path(config.hydra.sweep.dir))
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        path = write_summary(Path(config.hydra.sweep.dir))
+        log.info("sweep summary: %s", path)

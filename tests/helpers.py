@@ -1,0 +1,51 @@
+"""Callbacks the tests plug into real `nslm-train` runs (as `+callbacks.<name>._target_=tests.helpers...`)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+from pathlib import Path
+
+import pytorch_lightning as pl
+
+from nslm.data.windows import IGNORE_INDEX
+
+
+class KillOnceAtStep(pl.Callback):
+    """SIGKILL this process after optimizer step `step`, unless `marker` exists (so a restart runs on)."""
+
+    def __init__(self, step: int, marker: str) -> None:
+        self.step, self.marker = step, Path(marker)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if trainer.global_step == self.step and not self.marker.exists():
+            self.marker.write_text(str(self.step))
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+class RecordTrainWindows(pl.Callback):
+    """Writes `<out_dir>/rank<r>.json`: the split positions of every target this rank trained on, after
+    checking them against the batch's own tokens (so the record is what the rank really saw)."""
+
+    def __init__(self, out_dir: str) -> None:
+        self.out_dir = Path(out_dir)
+        self.positions: list[int] = []
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        datamodule = trainer.datamodule
+        dataset = datamodule.dataset("train", datamodule.hparams.batch_size)
+        tokens = datamodule.cache.tokens("train")
+        bptt = datamodule.hparams.bptt
+        targets = batch.targets.cpu()
+        for step in range(targets.shape[0]):
+            for column in range(targets.shape[1]):
+                if int(targets[step, column]) == IGNORE_INDEX:
+                    continue
+                position = int(dataset.starts[column]) + batch_idx * bptt + step
+                assert int(tokens[position + 1]) == int(targets[step, column])
+                self.positions.append(position)
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        (self.out_dir / f"rank{trainer.global_rank}.json").write_text(json.dumps(self.positions))

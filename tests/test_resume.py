@@ -1,0 +1,77 @@
+"""Resuming: a run SIGKILLed mid-epoch and restarted with the same command continues from its last
+checkpoint (optimizer, lr schedule, epoch, data position, LSTM state, RNG) and ends exactly where an
+uninterrupted run ends."""
+
+from __future__ import annotations
+
+import json
+import signal
+from pathlib import Path
+
+from nslm.resume import find_interrupted_run
+from tests.conftest import run_train_cli, tiny_overrides
+
+KILL_AT_STEP = 130  # epoch 2 of ~106 windows, between two step checkpoints (every 20 steps)
+
+
+def command(corpus, log_dir: Path, marker: Path) -> list[str]:
+    return [
+        *tiny_overrides(corpus),
+        "loss=sampled_softmax",  # negatives are drawn from the RNG too: resuming must restore it
+        "loss.num_negatives=8",
+        "trainer.max_epochs=3",
+        "logger=[]",
+        "callbacks.step_checkpoint.every_n_train_steps=20",
+        "+callbacks.kill._target_=tests.helpers.KillOnceAtStep",
+        f"+callbacks.kill.step={KILL_AT_STEP}",
+        f"+callbacks.kill.marker={marker}",
+        f"paths.log_dir={log_dir}",
+    ]
+
+
+def test_sigkill_mid_epoch_then_the_same_command_resumes_and_matches(tiny_corpus, tmp_path):
+    reference_marker = tmp_path / "never-kill"
+    reference_marker.write_text("")
+    reference = run_train_cli(*command(tiny_corpus, tmp_path / "reference", reference_marker))
+    assert reference.returncode == 0, reference.stderr[-3000:]
+
+    args = command(tiny_corpus, tmp_path / "logs", tmp_path / "killed")
+    killed = run_train_cli(*args)
+    assert killed.returncode == -signal.SIGKILL
+    runs = list((tmp_path / "logs" / "train" / "runs").iterdir())
+    assert len(runs) == 1 and not (runs[0] / "results.json").exists()
+    assert (runs[0] / "checkpoints" / "last-step.ckpt").is_file()
+
+    resumed = run_train_cli(*args)  # the very same command
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    results = json.loads((runs[0] / "results.json").read_text())  # completed in the interrupted run's dir
+    assert results["resumed_from"].endswith("last-step.ckpt")
+    expected = json.loads(next((tmp_path / "reference").glob("train/runs/*/results.json")).read_text())
+    assert results["global_step"] == expected["global_step"]
+    assert results["epochs"] == expected["epochs"] == 3
+    for metric in ("val/ppl", "val/ppl_last", "test/ppl"):
+        assert results[metric] == expected[metric], metric
+
+
+def _fake_run(root: Path, name: str, overrides: list[str], checkpoint: bool, status: str | None) -> Path:
+    run = root / "train" / "runs" / name
+    (run / ".hydra").mkdir(parents=True)
+    (run / ".hydra" / "overrides.yaml").write_text("".join(f"- {item}\n" for item in overrides))
+    if checkpoint:
+        (run / "checkpoints").mkdir()
+        (run / "checkpoints" / "last.ckpt").write_bytes(b"x")
+    if status:
+        (run / "results.json").write_text(json.dumps({"status": status}))
+    return run
+
+
+def test_only_an_unfinished_run_of_the_same_command_is_resumed(tmp_path):
+    wanted = ["loss=nce", "trainer.max_epochs=3"]
+    _fake_run(tmp_path, "a-finished", wanted, checkpoint=True, status="completed")
+    _fake_run(tmp_path, "b-other-command", ["loss=neg", "trainer.max_epochs=3"], checkpoint=True, status=None)
+    _fake_run(tmp_path, "c-no-checkpoint", wanted, checkpoint=False, status=None)
+    interrupted = _fake_run(tmp_path, "d-interrupted", [*wanted, "ckpt_path=null"], checkpoint=True, status="failed")
+    current = tmp_path / "train" / "runs" / "e-current"
+    found = find_interrupted_run(tmp_path / "train", list(reversed(wanted)), current)
+    assert found == (interrupted, interrupted / "checkpoints" / "last.ckpt")
+    assert find_interrupted_run(tmp_path / "train", ["loss=sampled_softmax"], current) is None
