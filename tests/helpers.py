@@ -8,6 +8,7 @@ import signal
 from pathlib import Path
 
 import pytorch_lightning as pl
+import torch
 
 from nslm.data.windows import IGNORE_INDEX
 
@@ -49,3 +50,25 @@ class RecordTrainWindows(pl.Callback):
     def on_train_end(self, trainer, pl_module) -> None:
         self.out_dir.mkdir(parents=True, exist_ok=True)
         (self.out_dir / f"rank{trainer.global_rank}.json").write_text(json.dumps(self.positions))
+
+
+class RecordLosses(pl.Callback):
+    """Keeps every training step's loss (as a Python float) in `self.losses`."""
+
+    def __init__(self) -> None:
+        self.losses: list[float] = []
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self.losses.append(float(outputs["loss"]))
+
+
+class PoisonLossAtStep(pl.Callback):
+    """Turns the output bias into NaN after optimizer step `step`: the next loss is NaN."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if trainer.global_step == self.step:
+            with torch.no_grad():
+                pl_module.net.output_bias.fill_(float("nan"))

@@ -21,6 +21,13 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
+#: overrides rank 0 decided at run time and its children must share (where a resumed run continues)
+_child_overrides: list[str] = []
+
+
+def share_with_ddp_children(overrides: list[str]) -> None:
+    _child_overrides[:] = overrides
+
 
 def _job_subprocess_cmd(local_rank: int) -> tuple[Sequence[str], str]:
     from hydra.core.hydra_config import HydraConfig
@@ -42,6 +49,7 @@ def _job_subprocess_cmd(local_rank: int) -> tuple[Sequence[str], str]:
         "hydra.output_subdir=null",  # the job's own .hydra/ stays rank 0's
         f"hydra.job.name=ddp_rank_{local_rank}",
         "print_config=false",
+        *_child_overrides,
     ]
     return command, get_original_cwd()
 

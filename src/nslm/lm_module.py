@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
@@ -134,12 +135,26 @@ class LanguageModelModule(pl.LightningModule):
             self.net.output_weight,
             self.net.output_bias,
         )
+        if not torch.isfinite(loss):
+            raise NslmError(self._diverged_message(float(loss)))
         self.log("train/loss", loss, prog_bar=True)
         if self._is_logging_step():
             if getattr(self.loss, "exact", False):
                 self.log("train/ppl", torch.exp(loss.detach()))
             self.log("lr", self.optimizers().param_groups[0]["lr"])
         return loss
+
+    def _diverged_message(self, value: float) -> str:
+        saved = [
+            Path(path) for cb in self.trainer.checkpoint_callbacks for path in (cb.last_model_path, cb.best_model_path)
+        ]
+        saved = [path for path in saved if str(path) not in ("", ".") and path.is_file()]
+        last_good = max(saved, key=lambda path: path.stat().st_mtime) if saved else None
+        where = f"the last good checkpoint is {last_good}" if last_good else "no checkpoint was saved before it"
+        return (
+            f"training loss became {value} at step {self.global_step} (epoch {self.current_epoch}); {where}. "
+            "Lower model.optimizer.lr or trainer.gradient_clip_val, or resume with ckpt_path=<that checkpoint>"
+        )
 
     # ---- exact evaluation ---------------------------------------------------------------------------
     def _evaluate(self, batch: TokenWindow, metric: MeanMetric) -> torch.Tensor:

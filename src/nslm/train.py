@@ -24,7 +24,7 @@ from omegaconf import DictConfig, open_dict
 
 from nslm.build import build_module
 from nslm.callbacks import TokenThroughput
-from nslm.distributed import export_submitit_rank_env, run_ddp_children_on_job_config
+from nslm.distributed import export_submitit_rank_env, run_ddp_children_on_job_config, share_with_ddp_children
 from nslm.errors import user_error
 from nslm.loggers import build_loggers, finish_wandb
 from nslm.resume import find_interrupted_run, is_finished, latest_checkpoint
@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 
 def resolve_resume(cfg: DictConfig) -> None:
     """With `resume: auto` and no `ckpt_path`, continue this run's interrupted predecessor (nslm.resume)."""
+    share_with_ddp_children([])  # nothing carried over from a previous job of the same multirun
     if cfg.get("ckpt_path") or str(cfg.get("resume")).lower() != "auto" or not cfg.get("train"):
         return
     output_dir = Path(cfg.paths.output_dir)
@@ -55,6 +56,8 @@ def resolve_resume(cfg: DictConfig) -> None:
     with open_dict(cfg):
         cfg.paths.output_dir = str(run_dir)
         cfg.ckpt_path = str(checkpoint)
+    # DDP ranks that Lightning starts later must continue the same run from the same checkpoint
+    share_with_ddp_children([f'paths.output_dir="{run_dir}"', f'ckpt_path="{checkpoint}"', "resume=false"])
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
