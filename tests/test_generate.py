@@ -8,10 +8,8 @@ import sys
 import pytest
 import torch
 import torch.nn.functional as F
-from omegaconf import OmegaConf
 
-from nslm.build import build_module
-from nslm.data.vocab import Vocabulary
+from nslm.build import checkpoint_vocabulary, module_from_checkpoint
 from nslm.eval import load_checkpoint
 from nslm.generate import generate
 from nslm.train import train
@@ -26,11 +24,9 @@ def checkpoint(tiny_corpus, tmp_path):
 
 
 def load_net(path):
-    meta = load_checkpoint(path)
-    vocab = Vocabulary(meta["nslm"]["vocab_itos"], meta["nslm"]["vocab_counts"])
-    module = build_module(OmegaConf.create(meta["nslm"]["config"]), vocab)
-    module.load_state_dict(meta["state_dict"])
-    return module.net, vocab
+    checkpoint = load_checkpoint(path)
+    vocab = checkpoint_vocabulary(checkpoint)
+    return module_from_checkpoint(checkpoint, vocab).net, vocab
 
 
 def test_generation_is_reproducible_by_seed_and_honours_top_k(checkpoint):

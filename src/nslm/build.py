@@ -1,6 +1,9 @@
-"""Build the LightningModule from a composed config and a vocabulary (shared by train, eval, benchmarks)."""
+"""Build the LightningModule from a composed config and a vocabulary, or from a checkpoint (train, eval,
+generate, benchmarks)."""
 
 from __future__ import annotations
+
+from typing import Any
 
 import pytorch_lightning as pl
 from hydra.utils import get_class, instantiate
@@ -33,4 +36,19 @@ def build_module(cfg: DictConfig, vocab: Vocabulary) -> pl.LightningModule:
         "vocab_counts": vocab.counts,
         "vocab_fingerprint": vocab.fingerprint,
     }
+    return module
+
+
+def checkpoint_vocabulary(checkpoint: dict[str, Any]) -> Vocabulary:
+    """The vocabulary an nslm checkpoint carries (counts only feed training samplers; early checkpoints
+    lack them, and read as uniform)."""
+    meta = checkpoint["nslm"]
+    itos = meta["vocab_itos"]
+    return Vocabulary(itos, meta.get("vocab_counts") or [1] * len(itos))
+
+
+def module_from_checkpoint(checkpoint: dict[str, Any], vocab: Vocabulary) -> pl.LightningModule:
+    """The trained module of a loaded checkpoint (`nslm.eval.load_checkpoint`), sized to `vocab`."""
+    module = build_module(OmegaConf.create(checkpoint["nslm"]["config"]), vocab)
+    module.load_state_dict(checkpoint["state_dict"])
     return module

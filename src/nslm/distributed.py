@@ -61,6 +61,15 @@ def run_ddp_children_on_job_config() -> None:
     subprocess_script._hydra_subprocess_cmd = _job_subprocess_cmd
 
 
+def process_rank() -> int:
+    """This process's global rank, from the variables torch.distributed/Lightning (RANK, LOCAL_RANK) or
+    SLURM (SLURM_PROCID) set; 0 outside a distributed job. Readable before the process group exists."""
+    for name in ("RANK", "SLURM_PROCID", "LOCAL_RANK"):
+        if name in os.environ:
+            return int(os.environ[name])
+    return 0
+
+
 def export_submitit_rank_env() -> None:
     """Inside a multi-task submitit job not run by SLURM, export RANK/LOCAL_RANK/MASTER_* for Lightning."""
     if "SLURM_JOB_ID" in os.environ or "LOCAL_RANK" in os.environ:

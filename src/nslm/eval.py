@@ -10,7 +10,6 @@ mean other words, and the perplexity would be garbage).
 from __future__ import annotations
 
 import logging
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +19,8 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from nslm.build import build_module
-from nslm.errors import NslmError, user_error
+from nslm.build import module_from_checkpoint
+from nslm.errors import NslmError, exit_on_user_error
 from nslm.utils.atomic import atomic_write_json
 from nslm.utils.paths import config_dir
 
@@ -50,8 +49,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
             f"the checkpoint's ({len(meta['vocab_itos'])} words, id {meta['vocab_fingerprint']}); evaluate on a "
             "corpus built with the same vocabulary (same training file and max_vocab_size/min_freq)"
         )
-    module = build_module(train_cfg, datamodule.vocab)
-    module.load_state_dict(checkpoint["state_dict"])
+    module = module_from_checkpoint(checkpoint, datamodule.vocab)
     trainer: pl.Trainer = instantiate(cfg.trainer, logger=False, enable_checkpointing=False)
     trainer.validate(module, datamodule=datamodule, verbose=False)
     trainer.test(module, datamodule=datamodule, verbose=False)
@@ -71,11 +69,7 @@ def _run(cfg: DictConfig) -> float:
     try:
         return evaluate(cfg)["test/ppl"]
     except Exception as err:
-        cause = user_error(err)
-        if cause is None:
-            raise
-        print(f"nslm-eval: error: {cause}", file=sys.stderr)
-        raise SystemExit(2) from None
+        exit_on_user_error("nslm-eval", err)
 
 
 def main() -> None:

@@ -10,16 +10,14 @@ likely words when top_k > 0. `<eos>` ends a line. Same checkpoint, prompt and se
 
 from __future__ import annotations
 
-import sys
-
 import hydra
 import torch
 import torch.nn.functional as F
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from nslm.build import build_module
+from nslm.build import checkpoint_vocabulary, module_from_checkpoint
 from nslm.data.vocab import EOS, Vocabulary
-from nslm.errors import ConfigError, user_error
+from nslm.errors import ConfigError, exit_on_user_error
 from nslm.eval import load_checkpoint
 from nslm.utils.paths import config_dir
 
@@ -66,18 +64,11 @@ def format_text(words: list[str]) -> str:
 def _run(cfg: DictConfig) -> None:
     try:
         checkpoint = load_checkpoint(cfg.ckpt_path)
-        meta = checkpoint["nslm"]
-        itos = meta["vocab_itos"]  # (counts only feed training samplers; early checkpoints lack them)
-        vocab = Vocabulary(itos, meta.get("vocab_counts") or [1] * len(itos))
-        module = build_module(OmegaConf.create(meta["config"]), vocab)
-        module.load_state_dict(checkpoint["state_dict"])
-        words = generate(module.net, vocab, str(cfg.prompt or ""), cfg.num_words, cfg.temperature, cfg.top_k, cfg.seed)
+        vocab = checkpoint_vocabulary(checkpoint)
+        net = module_from_checkpoint(checkpoint, vocab).net
+        words = generate(net, vocab, str(cfg.prompt or ""), cfg.num_words, cfg.temperature, cfg.top_k, cfg.seed)
     except Exception as err:
-        cause = user_error(err)
-        if cause is None:
-            raise
-        print(f"nslm-generate: error: {cause}", file=sys.stderr)
-        raise SystemExit(2) from None
+        exit_on_user_error("nslm-generate", err)
     print(((str(cfg.prompt) + " ") if cfg.prompt else "") + format_text(words))
 
 

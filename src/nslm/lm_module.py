@@ -102,12 +102,13 @@ class LanguageModelModule(pl.LightningModule):
     def on_train_start(self) -> None:
         """Resuming: continue the epoch at the checkpoint's window, with its LSTM state and RNG."""
         self._validated_this_epoch = False
+        windows_done = self.resume_windows(self.current_epoch)
         state, self._resume_state = self._resume_state, None
         if state is None:
             return
         self._pending_rng = state["rng"]
-        if state["epoch"] == self.current_epoch and state["windows_done"] > 0:
-            self._windows_done = state["windows_done"]
+        if windows_done > 0:  # resumed inside this epoch: carry on from the checkpoint's window and state
+            self._windows_done = windows_done
             hidden = state["hidden"]
             self._train_hidden = None if hidden is None else tuple(h.to(self.device) for h in hidden)
 

@@ -9,11 +9,10 @@ preempted job or a killed sweep job needs: the same command, nothing to edit.
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
-from omegaconf import OmegaConf
+from nslm.run_dirs import read_results, run_overrides
 
 log = logging.getLogger(__name__)
 
@@ -30,17 +29,8 @@ def latest_checkpoint(run_dir: Path) -> Path | None:
 
 
 def is_finished(run_dir: Path) -> bool:
-    try:
-        return json.loads((run_dir / "results.json").read_text()).get("status", "completed") == "completed"
-    except (OSError, ValueError):
-        return False
-
-
-def _run_overrides(run_dir: Path) -> list[str] | None:
-    try:
-        return [str(item) for item in OmegaConf.load(run_dir / ".hydra" / "overrides.yaml")]
-    except Exception:  # missing or unreadable: not a run we can match
-        return None
+    results = read_results(run_dir)
+    return results is not None and results.get("status", "completed") == "completed"
 
 
 def _significant(overrides: list[str]) -> list[str]:
@@ -56,8 +46,8 @@ def find_interrupted_run(task_dir: Path, overrides: list[str], current_dir: Path
         if run_dir.resolve() == current_dir.resolve() or is_finished(run_dir):
             continue
         checkpoint = latest_checkpoint(run_dir)
-        run_overrides = _run_overrides(run_dir)
-        if checkpoint is None or run_overrides is None or _significant(run_overrides) != wanted:
+        recorded = run_overrides(run_dir)
+        if checkpoint is None or recorded is None or _significant(recorded) != wanted:
             continue
         mtime = checkpoint.stat().st_mtime
         if best is None or mtime > best[0]:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -18,8 +17,9 @@ from typing import Any
 from hydra.core.utils import JobReturn, JobStatus
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
+from nslm.run_dirs import read_results, run_overrides
 from nslm.utils.atomic import atomic_write_json, atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -40,32 +40,18 @@ COLUMNS = [
 ]
 
 
-def _read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-
-
-def _overrides(job_dir: Path) -> list[str]:
-    try:
-        return [str(item) for item in OmegaConf.load(job_dir / ".hydra" / "overrides.yaml")]
-    except Exception:
-        return []
-
-
 def summary_rows(sweep_dir: Path) -> list[dict[str, Any]]:
     rows, overrides = [], []
     for results_file in sweep_dir.glob("*/results.json"):
-        results = _read_json(results_file)
+        job_dir = results_file.parent
+        results = read_results(job_dir)
         if results is None:
             continue
-        job_dir = results_file.parent
         row = {column: results.get(column) for column in COLUMNS}
         row.update(job=job_dir.name, status=results.get("status", "completed"))
         row["output_dir"] = results.get("output_dir", str(job_dir))
         rows.append(row)
-        overrides.append(_overrides(job_dir))
+        overrides.append(run_overrides(job_dir) or [])
     shared = set.intersection(*(set(items) for items in overrides)) if overrides else set()
     for row, items in zip(rows, overrides, strict=True):
         row["overrides"] = " ".join(items)

@@ -9,8 +9,6 @@ Returns the optimised metric (exact `val/ppl`) so Hydra sweepers can minimise it
 from __future__ import annotations
 
 import logging
-import os
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -24,8 +22,13 @@ from omegaconf import DictConfig, open_dict
 
 from nslm.build import build_module
 from nslm.callbacks import TokenThroughput
-from nslm.distributed import export_submitit_rank_env, run_ddp_children_on_job_config, share_with_ddp_children
-from nslm.errors import user_error
+from nslm.distributed import (
+    export_submitit_rank_env,
+    process_rank,
+    run_ddp_children_on_job_config,
+    share_with_ddp_children,
+)
+from nslm.errors import exit_on_user_error, user_error
 from nslm.loggers import build_loggers, finish_wandb
 from nslm.resume import find_interrupted_run, is_finished, latest_checkpoint
 from nslm.utils.atomic import atomic_write_json
@@ -122,7 +125,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
 def record_failure(cfg: DictConfig, error: BaseException) -> None:
     """A failed job leaves a `results.json` saying so (sweep summaries list it); a finished one is kept."""
-    if int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0"))) != 0:
+    if process_rank() != 0:
         return
     try:
         output_dir = Path(cfg.paths.output_dir)
@@ -141,7 +144,7 @@ def _fmt(value: float | None) -> str:
 def _run(cfg: DictConfig) -> float | None:
     run_ddp_children_on_job_config()
     export_submitit_rank_env()
-    if cfg.get("print_config") and int(os.environ.get("LOCAL_RANK", "0")) == 0:
+    if cfg.get("print_config") and process_rank() == 0:
         print_config_tree(cfg, save_to=Path(HydraConfig.get().runtime.output_dir) / "config_tree.log")
     multirun = HydraConfig.get().mode == RunMode.MULTIRUN
     try:
@@ -149,12 +152,11 @@ def _run(cfg: DictConfig) -> float | None:
     except Exception as err:
         record_failure(cfg, err)
         finish_wandb(exit_code=1)
-        cause = user_error(err)
-        if cause is None or multirun:  # a multirun records the failure and goes on with the next job
+        if multirun:  # Hydra records the failed job and goes on with the next one
             raise
-        log.error("%s", cause)
-        print(f"nslm-train: error: {cause}", file=sys.stderr)
-        raise SystemExit(2) from None
+        if (cause := user_error(err)) is not None:
+            log.error("%s", cause)  # also in the run's log file
+        exit_on_user_error("nslm-train", err)
     finish_wandb()
     value = results.get("val/ppl")
     return None if value is None else float(value)
