@@ -39,5 +39,9 @@ lint: $(STAMP)
 	$(BIN)/ruff check src tests scripts
 	$(BIN)/ruff format --check src tests scripts
 
+# nslm-bench: the default grid (throughput, time split, memory; ~5 min on a 2-core CPU).
+bench: $(STAMP)
+	$(BIN)/nslm-bench $(ARGS)
+
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

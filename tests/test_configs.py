@@ -62,4 +62,14 @@ def test_zaremba_schedules_match_the_paper():
     with initialize_config_dir(str(CONF), version_base="1.3"):
         large = compose("train", overrides=["experiment=ptb_zaremba_large"])
     assert large.model.scheduler.lr_lambda.gamma == pytest.approx(1 / 1.15)
-    assert large.model.net.hidden_dim == 1500 and large.trainer.gradient_clip_val == 10
+    assert large.model.net.hidden_dim == 1500
+
+
+@pytest.mark.parametrize(("size", "paper_clip"), [("small", 5.0), ("medium", 5.0), ("large", 10.0)])
+def test_zaremba_updates_equal_the_papers_summed_loss(size, paper_clip):
+    """The paper sums the loss over bptt steps (lr 1); nslm averages over tokens, so lr x bptt, clip / bptt."""
+    with initialize_config_dir(str(CONF), version_base="1.3"):
+        cfg = compose("train", overrides=[f"experiment=ptb_zaremba_{size}"])
+    bptt = cfg.data.bptt
+    assert cfg.model.optimizer.lr == pytest.approx(1.0 * bptt)
+    assert cfg.trainer.gradient_clip_val * bptt == pytest.approx(paper_clip)

@@ -4,6 +4,7 @@ uninterrupted run ends."""
 
 from __future__ import annotations
 
+import csv
 import json
 import signal
 from pathlib import Path
@@ -20,7 +21,7 @@ def command(corpus, log_dir: Path, marker: Path) -> list[str]:
         "loss=sampled_softmax",  # negatives are drawn from the RNG too: resuming must restore it
         "loss.num_negatives=8",
         "trainer.max_epochs=3",
-        "logger=[]",
+        "logger=csv",
         "callbacks.step_checkpoint.every_n_train_steps=20",
         "+callbacks.kill._target_=tests.helpers.KillOnceAtStep",
         f"+callbacks.kill.step={KILL_AT_STEP}",
@@ -51,6 +52,15 @@ def test_sigkill_mid_epoch_then_the_same_command_resumes_and_matches(tiny_corpus
     assert results["epochs"] == expected["epochs"] == 3
     for metric in ("val/ppl", "val/ppl_last", "test/ppl"):
         assert results[metric] == expected[metric], metric
+    # the CSV log continues: every epoch's val/ppl, as in the uninterrupted run's log
+    logged = read_val_ppl(runs[0] / "csv" / "metrics.csv")
+    assert logged == read_val_ppl(next((tmp_path / "reference").glob("train/runs/*/csv/metrics.csv")))
+    assert sorted(logged) == [0, 1, 2]
+
+
+def read_val_ppl(path: Path) -> dict[int, float]:
+    with open(path, newline="") as handle:
+        return {int(row["epoch"]): float(row["val/ppl"]) for row in csv.DictReader(handle) if row.get("val/ppl")}
 
 
 def _fake_run(root: Path, name: str, overrides: list[str], checkpoint: bool, status: str | None) -> Path:

@@ -7,10 +7,13 @@ left null are filled from the run itself:
 - `name`: readable, e.g. `sampled_softmax-unigram-k1024-ptb#3` (`#3`: the job number in a multirun);
 - `tags`: the config's `tags` plus loss, sampler, k and corpus;
 - `id`: kept in `<output_dir>/wandb_run_id`, so a resumed run continues the same W&B run.
+
+A resumed run's CSV log continues its `metrics.csv` (Lightning's CSV writer would delete it).
 """
 
 from __future__ import annotations
 
+import csv
 import secrets
 import string
 import sys
@@ -22,7 +25,7 @@ from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from nslm.utils.atomic import atomic_write_text
+from nslm.utils.atomic import atomic_path, atomic_write_text
 
 WANDB_ID_FILE = "wandb_run_id"
 
@@ -93,7 +96,32 @@ def build_loggers(cfg: DictConfig, output_dir: Path) -> list[Any]:
             loggers.append(instantiate(wandb_settings(entry, cfg, output_dir)))
         else:
             loggers.append(instantiate(entry))
+    if cfg.get("ckpt_path"):
+        for logger in loggers:
+            if type(logger).__name__ == "CSVLogger":
+                continue_csv_log(logger, cfg.ckpt_path)
     return loggers
+
+
+def continue_csv_log(logger: Any, checkpoint: str) -> None:
+    """Keep the rows a resumed run logged up to its checkpoint: Lightning's CSV writer deletes an existing
+    metrics.csv when it starts, so it is read first and handed back to the new writer."""
+    path = Path(logger.log_dir) / "metrics.csv"
+    if not path.is_file():
+        return
+    import torch  # only when resuming
+
+    resumed_step = torch.load(checkpoint, map_location="cpu", mmap=True, weights_only=False)["global_step"]
+    with open(path, newline="") as handle:
+        reader = csv.DictReader(handle)
+        header = list(reader.fieldnames or [])
+        rows = [row for row in reader if not row.get("step") or int(row["step"]) <= resumed_step]
+    writer = logger.experiment  # created now: it removes metrics.csv
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as handle:
+        table = csv.DictWriter(handle, fieldnames=header)
+        table.writeheader()
+        table.writerows(rows)
+    writer.metrics_keys = sorted(header)  # later rows append under this header (rewritten if keys change)
 
 
 def finish_wandb(exit_code: int = 0) -> None:

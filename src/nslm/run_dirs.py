@@ -26,3 +26,12 @@ def run_overrides(run_dir: Path) -> list[str] | None:
         return [str(item) for item in OmegaConf.load(run_dir / ".hydra" / "overrides.yaml")]
     except Exception:  # missing or unreadable
         return None
+
+
+def run_choices(run_dir: Path) -> dict[str, str]:
+    """The config-group options a Hydra run was composed from (`loss: nce`, `sampler: unigram`, ...)."""
+    try:
+        choices = OmegaConf.load(run_dir / ".hydra" / "hydra.yaml").hydra.runtime.choices
+    except Exception:  # not started by Hydra, or the file is gone
+        return {}
+    return {str(key): str(value) for key, value in choices.items() if value is not None}

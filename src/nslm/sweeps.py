@@ -30,6 +30,8 @@ COLUMNS = [
     "swept",  # the overrides that differ between the sweep's jobs, e.g. `loss=nce loss.num_negatives=16`
     "val/ppl",
     "test/ppl",
+    "val/ppl_over_oracle",  # data=synthetic only
+    "test/ppl_over_oracle",
     "train/tokens_per_sec",
     "wall_seconds",
     "epochs",

@@ -21,7 +21,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, open_dict
 
 from nslm.build import build_module
-from nslm.callbacks import TokenThroughput
+from nslm.callbacks import TokenThroughput, ValidationHistory
 from nslm.distributed import (
     export_submitit_rank_env,
     process_rank,
@@ -75,8 +75,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     datamodule.prepare_data()  # every process may call it: the cache is published atomically
     module = build_module(cfg, datamodule.vocab)
 
-    throughput = TokenThroughput()
-    callbacks = [*instantiate_each(cfg.get("callbacks")), throughput]
+    throughput, history = TokenThroughput(), ValidationHistory()
+    callbacks = [*instantiate_each(cfg.get("callbacks")), throughput, history]
     if not cfg.trainer.get("enable_progress_bar", True):  # the flag wins over a configured bar
         callbacks = [c for c in callbacks if not isinstance(c, pl.callbacks.ProgressBar)]
     loggers = build_loggers(cfg, output_dir)
@@ -98,6 +98,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         "val/ppl": float(best_score) if best_score is not None else val_last,
         "val/ppl_last": val_last,
         "test/ppl": module.last_eval.get("test/ppl"),
+        **oracle_ratios(module.last_eval, best_score, datamodule.oracle_ppl),
         "train/tokens_per_sec": throughput.tokens_per_sec,
         "train/median_step_seconds": throughput.median_step_seconds,
         "wall_seconds": time.perf_counter() - started,
@@ -106,6 +107,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         "num_parameters": count_parameters(module.net),
         "vocab_size": len(datamodule.vocab),
         "best_checkpoint": best_path,
+        "history": history.records,  # val ppl after each validation, with seconds since the start of fit
         "resumed_from": cfg.get("ckpt_path"),
         "output_dir": str(output_dir),
         "config": module.metadata["config"],
@@ -121,6 +123,18 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             output_dir,
         )
     return results
+
+
+def oracle_ratios(last_eval: dict[str, float], best_val: Any, oracle: dict[str, float]) -> dict[str, float]:
+    """ppl / oracle ppl for val (of the best checkpoint, like `val/ppl`) and test, where an oracle exists."""
+    if not oracle:
+        return {}
+    val = float(best_val) if best_val is not None else last_eval.get("val/ppl")
+    test = last_eval.get("test/ppl")
+    ratios = {"val/oracle_ppl": oracle["val"], "test/oracle_ppl": oracle["test"]}
+    ratios["val/ppl_over_oracle"] = val / oracle["val"] if val is not None else None
+    ratios["test/ppl_over_oracle"] = test / oracle["test"] if test is not None else None
+    return ratios
 
 
 def record_failure(cfg: DictConfig, error: BaseException) -> None:

@@ -40,6 +40,20 @@ def batchify(tokens: np.ndarray, batch_size: int) -> torch.Tensor:
     return data[: columns * batch_size].view(batch_size, -1).t().contiguous()
 
 
+def bare_step(model, inputs, targets, hidden, lr: float, clip: float, criterion) -> tuple[torch.Tensor, tuple]:
+    """One step of the example: detach, zero_grad, forward, NLL, backward, clip, manual SGD."""
+    if hidden is not None:
+        hidden = tuple(h.detach() for h in hidden)
+    model.zero_grad()
+    output, hidden = model(inputs, hidden)
+    loss = criterion(output.float(), targets)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
+    for p in model.parameters():
+        p.data.add_(p.grad, alpha=-lr)
+    return loss, hidden
+
+
 def train_epoch(
     model, data, lr, bptt=35, clip=0.25, max_steps=None, step_seconds: list[float] | None = None
 ) -> tuple[int, float]:
@@ -55,15 +69,7 @@ def train_epoch(
             break
         seq_len = min(bptt, data.size(0) - 1 - i)
         inputs, targets = data[i : i + seq_len], data[i + 1 : i + 1 + seq_len].reshape(-1)
-        if hidden is not None:
-            hidden = tuple(h.detach() for h in hidden)
-        model.zero_grad()
-        output, hidden = model(inputs, hidden)
-        loss = criterion(output, targets)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
-        for p in model.parameters():
-            p.data.add_(p.grad, alpha=-lr)
+        _, hidden = bare_step(model, inputs, targets, hidden, lr, clip, criterion)
         tokens += targets.numel()
         if step_seconds is not None:
             now = time.perf_counter()

@@ -1,3 +1,4 @@
+from nslm.callbacks.history import ValidationHistory
 from nslm.callbacks.throughput import TokenThroughput
 
-__all__ = ["TokenThroughput"]
+__all__ = ["TokenThroughput", "ValidationHistory"]

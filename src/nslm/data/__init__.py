@@ -1,5 +1,5 @@
 """Corpora, vocabulary, memory-mapped token cache and the streaming LightningDataModule."""
 
-from nslm.data.datamodule import LanguageModelDataModule, TextFilesDataModule
+from nslm.data.datamodule import LanguageModelDataModule, SyntheticDataModule, TextFilesDataModule
 
-__all__ = ["LanguageModelDataModule", "TextFilesDataModule"]
+__all__ = ["LanguageModelDataModule", "SyntheticDataModule", "TextFilesDataModule"]

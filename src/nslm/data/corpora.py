@@ -1,7 +1,8 @@
 """Where each corpus comes from and how its train/valid/test files are found or fetched.
 
-A corpus object only answers `split_files()`: the three plain-text files, downloading (checksummed) what is
+A text corpus only answers `split_files()`: the three plain-text files, downloading (checksummed) what is
 missing from the data directory. Everything after that (vocabulary, token cache, windows) is shared.
+A generated corpus (`nslm.data.synthetic`) overrides `prepare()` and writes its token cache directly.
 """
 
 from __future__ import annotations
@@ -12,10 +13,10 @@ from pathlib import Path
 from typing import ClassVar
 
 from nslm.data.download import download, safe_extract
+from nslm.data.token_cache import SPLITS, TokenCache, prepare_token_cache
 from nslm.errors import CorpusNotFoundError
 
 log = logging.getLogger(__name__)
-SPLITS = ("train", "valid", "test")
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,10 @@ class Corpus:
 
     def split_files(self) -> dict[str, Path]:
         raise NotImplementedError
+
+    def prepare(self, cache_dir: Path, max_vocab_size: int | None = None, min_freq: int = 1) -> TokenCache:
+        """The encoded corpus (vocabulary and memmapped splits), built in `cache_dir` the first time."""
+        return prepare_token_cache(self.name, self.split_files(), cache_dir, max_vocab_size, min_freq)
 
 
 def _not_found(name: str, looked_in: Path, missing: list[str], reason: str) -> CorpusNotFoundError:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import warnings
@@ -11,7 +12,8 @@ import pytorch_lightning as pl
 import torch
 
 from nslm.data.corpora import Corpus, TextFiles
-from nslm.data.token_cache import TokenCache, prepare_token_cache
+from nslm.data.synthetic import SourceSettings, SyntheticCorpus
+from nslm.data.token_cache import TokenCache
 from nslm.data.vocab import Vocabulary
 from nslm.data.windows import StreamLayout, TokenWindowDataset, WindowLoader
 from nslm.errors import ConfigError
@@ -57,14 +59,17 @@ class LanguageModelDataModule(pl.LightningDataModule):
     @property
     def cache(self) -> TokenCache:
         if self._cache is None:
-            self._cache = prepare_token_cache(
-                self.corpus.name,
-                self.corpus.split_files(),
-                self.cache_dir,
-                max_vocab_size=self.hparams.max_vocab_size,
-                min_freq=self.hparams.min_freq,
-            )
+            self._cache = self.corpus.prepare(self.cache_dir, self.hparams.max_vocab_size, self.hparams.min_freq)
         return self._cache
+
+    @property
+    def oracle_ppl(self) -> dict[str, float]:
+        """{"val": ppl, "test": ppl} of the true source where the corpus has one (`data=synthetic`), else {}."""
+        path = self.cache.directory / "oracle.json"
+        if not path.is_file():
+            return {}
+        splits = json.loads(path.read_text())["splits"]
+        return {"val": splits["valid"]["ppl"], "test": splits["test"]["ppl"]}
 
     @property
     def vocab(self) -> Vocabulary:
@@ -127,3 +132,23 @@ class TextFilesDataModule(LanguageModelDataModule):
 
     def __init__(self, train_path: str, valid_path: str, test_path: str, **kwargs) -> None:
         super().__init__(corpus=TextFiles(train_path, valid_path, test_path), **kwargs)
+
+
+class SyntheticDataModule(LanguageModelDataModule):
+    """`data=synthetic`: a corpus generated from a known source, with its oracle perplexity."""
+
+    def __init__(
+        self,
+        vocab_size: int = 10_000,
+        num_classes: int = 64,
+        classes_per_word: int = 2,
+        zipf_exponent: float = 1.0,
+        seed: int = 0,
+        train_tokens: int = 2_000_000,
+        valid_tokens: int = 100_000,
+        test_tokens: int = 100_000,
+        **kwargs,
+    ) -> None:
+        settings = SourceSettings(vocab_size, num_classes, classes_per_word, zipf_exponent, seed)
+        split_tokens = {"train": train_tokens, "valid": valid_tokens, "test": test_tokens}
+        super().__init__(corpus=SyntheticCorpus(settings, split_tokens), **kwargs)

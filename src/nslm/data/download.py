@@ -13,6 +13,7 @@ from pathlib import Path
 from nslm.errors import ChecksumError, UnsafeArchiveError
 from nslm.utils.atomic import atomic_directory, atomic_path
 from nslm.utils.hashing import sha256_file
+from nslm.utils.progress import progress_bar
 
 log = logging.getLogger(__name__)
 _CHUNK = 1 << 20
@@ -43,14 +44,11 @@ def download(urls: Sequence[str], dest: Path, sha256: str, timeout_s: float = 60
 def _fetch(url: str, target: Path, timeout_s: float) -> None:
     log.info("downloading %s", url)
     with urllib.request.urlopen(url, timeout=timeout_s) as response, open(target, "wb") as out:
-        total = int(response.headers.get("Content-Length") or 0)
-        done, next_report = 0, 0.1
-        while chunk := response.read(_CHUNK):
-            out.write(chunk)
-            done += len(chunk)
-            if total and done / total >= next_report:
-                log.info("  %s: %3.0f%% of %.1f MB", target.name, 100 * done / total, total / 1e6)
-                next_report += 0.1
+        total = int(response.headers.get("Content-Length") or 0) or None
+        with progress_bar(f"downloading {url.rsplit('/', 1)[-1]}", total, unit="bytes") as advance:
+            while chunk := response.read(_CHUNK):
+                out.write(chunk)
+                advance(len(chunk))
 
 
 def _check_member(root: Path, name: str) -> Path:

@@ -18,14 +18,15 @@ from pathlib import Path
 
 import numpy as np
 
-from nslm.data.corpora import SPLITS
 from nslm.data.vocab import EOS, Vocabulary, read_lines
 from nslm.errors import NslmError
 from nslm.utils.atomic import atomic_directory, atomic_write_json, remove_stale_temporaries
 from nslm.utils.hashing import cached_sha256, hash_settings
+from nslm.utils.progress import progress_bar
 
 log = logging.getLogger(__name__)
 FORMAT_VERSION = 1
+SPLITS = ("train", "valid", "test")
 FLUSH_TOKENS = 1 << 16  # ~2 MB of Python ints per flush, whatever the corpus size
 
 
@@ -38,14 +39,22 @@ def encode_file(source: Path, vocab: Vocabulary, target: Path, dtype: np.dtype) 
     stats = {"tokens": 0, "unk": 0, "replaced_chars": 0, "lines": 0}
     get, unk, eos = vocab.stoi.get, vocab.unk_id, vocab.eos_id
     buffer: list[int] = []
-    with open(target, "wb") as out:
+    read = 0  # characters since the last flush (~bytes for mostly-ASCII text): the bar moves per flush
+    with (
+        open(target, "wb") as out,
+        progress_bar(f"encoding {source.name}", source.stat().st_size, unit="bytes") as advance,
+    ):
         for line in read_lines(source, stats):
             buffer.extend(map(get, line.split(), repeat(unk)))
             buffer.append(eos)
             stats["lines"] += 1
+            read += len(line)
             if len(buffer) >= FLUSH_TOKENS:
                 _flush(buffer, out, dtype, unk, stats)
+                advance(read)
+                read = 0
         _flush(buffer, out, dtype, unk, stats)
+        advance(read)
     return stats
 
 
@@ -75,6 +84,18 @@ class TokenCache:
         return cls(directory, Vocabulary.load(directory / "vocab.json"), meta)
 
 
+def check_readable(sources: dict[str, Path]) -> None:
+    """Fail early, in one line, on a split that cannot be read (permissions, a directory, a dead mount)."""
+    for split, path in sources.items():
+        try:
+            with open(path, "rb") as handle:
+                handle.read(1)
+        except OSError as err:
+            raise NslmError(
+                f"cannot read the {split} split {path}: {err.strerror or err}; check that it is a readable file"
+            ) from None
+
+
 def cache_key(sources: dict[str, Path], memo_file: Path, **settings: object) -> str:
     hashes = {split: cached_sha256(path, memo_file) for split, path in sources.items()}
     return hash_settings(sources=hashes, format=FORMAT_VERSION, **settings)[:16]
@@ -90,6 +111,7 @@ def prepare_token_cache(
     """Return the cache for these sources and settings, building it first if it does not exist yet."""
     cache_dir = Path(cache_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)
+    check_readable(sources)
     key = cache_key(sources, cache_dir / "hashes.json", max_vocab_size=max_vocab_size, min_freq=min_freq)
     directory = cache_dir / f"{corpus_name}-{key}"
     if (directory / "meta.json").is_file():

@@ -1,0 +1,195 @@
+"""`nslm-report <dirs>`: compare runs and sweeps as a table (markdown + CSV) and plots (PNG).
+
+    nslm-report outputs/quality_ptb outputs/train/multiruns/2026-11-24_10-00-00_000000
+    nslm-report outputs/sweep --out reports/sweep --sort test/ppl
+
+Every `results.json` under the given directories is one run (a single run, a sweep's job, a resumed run
+counted once); `bench.json` files from `nslm-bench` add their throughput rows to the tokens/s plot.
+Writes report.md, report.csv and, where the runs allow, val_ppl_vs_k.png, val_ppl_vs_time.png and
+tokens_per_sec_vs_vocab.png into `--out` (default: `<first dir>/report`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from nslm.errors import NslmError, exit_on_user_error
+from nslm.run_dirs import read_results, run_choices
+from nslm.utils.atomic import atomic_write_text
+
+
+@dataclass
+class Run:
+    run: str
+    status: str
+    experiment: str
+    corpus: str
+    vocab_size: int | None
+    loss: str
+    sampler: str
+    k: int | str | None
+    val_ppl: float | None
+    test_ppl: float | None
+    val_ppl_over_oracle: float | None
+    test_ppl_over_oracle: float | None
+    tokens_per_sec: float | None
+    wall_minutes: float | None
+    epochs: int | None
+    history: list[dict] = field(default_factory=list, repr=False)
+
+    @property
+    def method(self) -> str:
+        """`full`, or `objective+sampler` (with k where it applies): one line per method in the plots."""
+        return self.loss if not self.sampler else f"{self.loss}+{self.sampler}"
+
+
+def _short_target(node: Any) -> str:
+    target = node.get("_target_", "") if isinstance(node, dict) else ""
+    return target.rsplit(".", 1)[-1]
+
+
+def read_run(run_dir: Path, root: Path) -> Run | None:
+    results = read_results(run_dir)
+    if results is None or ("config" not in results and results.get("status") != "failed"):
+        return None
+    config = results.get("config") or {}
+    choices = run_choices(run_dir)
+    loss = choices.get("loss") or _short_target(config.get("loss"))
+    sampled = loss not in ("full", "FullSoftmaxLoss", "")
+    sampler = (choices.get("sampler") or _short_target(config.get("sampler"))) if sampled else ""
+    k = None
+    if sampled:
+        k = "batch" if sampler == "in_batch" else (config.get("loss") or {}).get("num_negatives")
+    corpus = choices.get("data") or _short_target((config.get("data") or {}).get("corpus"))
+    wall = results.get("wall_seconds")
+    return Run(
+        run=str(run_dir.relative_to(root)) if run_dir != root else run_dir.name,
+        status=results.get("status", "completed"),
+        experiment=choices.get("experiment", ""),
+        corpus=corpus,
+        vocab_size=results.get("vocab_size"),
+        loss=loss,
+        sampler=sampler,
+        k=k,
+        val_ppl=results.get("val/ppl"),
+        test_ppl=results.get("test/ppl"),
+        val_ppl_over_oracle=results.get("val/ppl_over_oracle"),
+        test_ppl_over_oracle=results.get("test/ppl_over_oracle"),
+        tokens_per_sec=results.get("train/tokens_per_sec"),
+        wall_minutes=wall / 60 if wall is not None else None,
+        epochs=results.get("epochs"),
+        history=results.get("history") or [],
+    )
+
+
+def collect(directories: list[Path]) -> tuple[list[Run], list[dict]]:
+    """Runs (each run directory once, also when a resumed run reported in two places) and bench reports."""
+    runs: dict[str, Run] = {}
+    benches = []
+    for directory in directories:
+        if not directory.is_dir():
+            raise NslmError(f"{directory} is not a directory; give nslm-report run or sweep directories")
+        for results_file in sorted(directory.rglob("results.json")):
+            run = read_run(results_file.parent, directory)
+            if run is not None:
+                output_dir = (read_results(results_file.parent) or {}).get("output_dir") or str(results_file.parent)
+                runs.setdefault(str(Path(output_dir).resolve()), run)
+        for bench_file in sorted(directory.rglob("bench.json")):
+            benches.append(json.loads(bench_file.read_text()))
+    if not runs and not benches:
+        raise NslmError(
+            f"no results.json or bench.json under {', '.join(map(str, directories))}; point nslm-report at "
+            "run or sweep directories (e.g. outputs/train/runs/..., outputs/train/multiruns/...)"
+        )
+    return list(runs.values()), benches
+
+
+COLUMNS = {
+    "run": "run", "experiment": "experiment", "corpus": "corpus", "vocab_size": "V", "loss": "loss",
+    "sampler": "sampler", "k": "k", "val_ppl": "val ppl", "test_ppl": "test ppl",
+    "val_ppl_over_oracle": "val/oracle", "test_ppl_over_oracle": "test/oracle", "tokens_per_sec": "tokens/s",
+    "wall_minutes": "wall-clock min", "epochs": "epochs", "status": "status",
+}  # fmt: skip
+SORT_KEYS = {"test/ppl": "test_ppl", "val/ppl": "val_ppl", "tokens/s": "tokens_per_sec", "wall": "wall_minutes"}
+
+
+def _cell(value: Any, name: str) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        if name.endswith("over_oracle"):
+            return f"{value:.3f}"
+        return f"{value:,.2f}" if name.endswith("ppl") else f"{value:,.1f}" if value < 1000 else f"{value:,.0f}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)
+
+
+def table_rows(runs: list[Run], sort: str) -> list[Run]:
+    key = SORT_KEYS[sort]
+    return sorted(runs, key=lambda run: (run.corpus, run.vocab_size or 0, getattr(run, key) is None,
+                                         getattr(run, key) or 0))  # fmt: skip
+
+
+def markdown_table(runs: list[Run]) -> str:
+    used = [name for name in COLUMNS if any(getattr(run, name) not in (None, "") for run in runs)]
+    lines = ["| " + " | ".join(COLUMNS[name] for name in used) + " |", "|" + "---|" * len(used)]
+    lines += ["| " + " | ".join(_cell(getattr(run, name), name) for name in used) + " |" for run in runs]
+    return "\n".join(lines) + "\n"
+
+
+def csv_table(runs: list[Run]) -> str:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(COLUMNS))
+    writer.writeheader()
+    for run in runs:
+        writer.writerow({name: value for name, value in asdict(run).items() if name in COLUMNS})
+    return buffer.getvalue()
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="nslm-report", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("dirs", nargs="+", type=Path, help="run or sweep directories (searched recursively)")
+    parser.add_argument("--out", type=Path, default=None, help="where to write (default <first dir>/report)")
+    parser.add_argument("--sort", choices=sorted(SORT_KEYS), default="test/ppl")
+    parser.add_argument("--no-plots", action="store_true")
+    return parser.parse_args(argv)
+
+
+def report(argv: list[str] | None = None) -> dict[str, Any]:
+    """Write the report `argv` asks for; return what was written (paths) and the runs."""
+    args = parse_args(argv)
+    runs, benches = collect(args.dirs)
+    out = args.out or args.dirs[0] / "report"
+    ordered = table_rows(runs, args.sort)
+    markdown = markdown_table(ordered) if ordered else ""
+    written = {}
+    if ordered:
+        written["markdown"] = out / "report.md"
+        written["csv"] = out / "report.csv"
+        atomic_write_text(written["markdown"], markdown)
+        atomic_write_text(written["csv"], csv_table(ordered))
+    if not args.no_plots:
+        from nslm.report_plots import write_plots  # matplotlib only when plotting
+
+        written.update(write_plots(ordered, benches, out))
+    print(markdown, end="")
+    for name, path in written.items():
+        print(f"{name}: {path}", file=sys.stderr)
+    return {"written": written, "runs": ordered}
+
+
+def main() -> None:
+    try:
+        report()
+    except Exception as err:
+        exit_on_user_error("nslm-report", err)
