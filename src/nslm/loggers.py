@@ -24,6 +24,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.loggers import CSVLogger
 
 from nslm.utils.atomic import atomic_path, atomic_write_text
 
@@ -98,7 +99,7 @@ def build_loggers(cfg: DictConfig, output_dir: Path) -> list[Any]:
             loggers.append(instantiate(entry))
     if cfg.get("ckpt_path"):
         for logger in loggers:
-            if type(logger).__name__ == "CSVLogger":
+            if isinstance(logger, CSVLogger):
                 continue_csv_log(logger, cfg.ckpt_path)
     return loggers
 

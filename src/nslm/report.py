@@ -43,6 +43,7 @@ class Run:
     wall_minutes: float | None
     epochs: int | None
     history: list[dict] = field(default_factory=list, repr=False)
+    output_dir: str = field(default="", repr=False)  # where the run lives (a resumed run reports twice)
 
     @property
     def method(self) -> str:
@@ -86,6 +87,7 @@ def read_run(run_dir: Path, root: Path) -> Run | None:
         wall_minutes=wall / 60 if wall is not None else None,
         epochs=results.get("epochs"),
         history=results.get("history") or [],
+        output_dir=str(Path(results.get("output_dir") or run_dir).resolve()),
     )
 
 
@@ -99,8 +101,7 @@ def collect(directories: list[Path]) -> tuple[list[Run], list[dict]]:
         for results_file in sorted(directory.rglob("results.json")):
             run = read_run(results_file.parent, directory)
             if run is not None:
-                output_dir = (read_results(results_file.parent) or {}).get("output_dir") or str(results_file.parent)
-                runs.setdefault(str(Path(output_dir).resolve()), run)
+                runs.setdefault(run.output_dir, run)
         for bench_file in sorted(directory.rglob("bench.json")):
             benches.append(json.loads(bench_file.read_text()))
     if not runs and not benches:

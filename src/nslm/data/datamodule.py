@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
@@ -62,9 +63,10 @@ class LanguageModelDataModule(pl.LightningDataModule):
             self._cache = self.corpus.prepare(self.cache_dir, self.hparams.max_vocab_size, self.hparams.min_freq)
         return self._cache
 
-    @property
+    @functools.cached_property
     def oracle_ppl(self) -> dict[str, float]:
-        """{"val": ppl, "test": ppl} of the true source where the corpus has one (`data=synthetic`), else {}."""
+        """{"val": ppl, "test": ppl} of the true source where the corpus has one (`data=synthetic`), else {}.
+        Read once: the module asks at every validation."""
         path = self.cache.directory / "oracle.json"
         if not path.is_file():
             return {}

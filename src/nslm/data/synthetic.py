@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from nslm.data.corpora import Corpus
-from nslm.data.token_cache import TokenCache
+from nslm.data.token_cache import TokenCache, token_dtype
 from nslm.data.vocab import EOS, UNK, Vocabulary
 from nslm.errors import ConfigError
 from nslm.utils.atomic import atomic_directory, atomic_write_json, remove_stale_temporaries
@@ -134,7 +134,7 @@ class MarkovSource:
         paths = np.empty((steps, CHAINS), dtype=np.int32)
         for step in range(steps):
             state = paths[step] = self._step(state, rng)
-        tails: list[list[np.ndarray]] = [[] for _ in range(CHAINS)]
+        tails: list[list[int]] = [[] for _ in range(CHAINS)]
         open_chains = np.flatnonzero(state != 0)
         for _ in range(MAX_SENTENCE):
             if not len(open_chains):
@@ -197,7 +197,7 @@ def prepare_synthetic_corpus(cache_dir: str | Path, settings: SourceSettings, sp
     remove_stale_temporaries(cache_dir)
     log.info("generating a synthetic corpus (V=%d) into %s", settings.vocab_size, directory)
     source = MarkovSource(settings)
-    dtype = np.dtype(np.uint16) if settings.vocab_size <= 1 << 16 else np.dtype(np.uint32)
+    dtype = token_dtype(settings.vocab_size)
     with atomic_directory(directory) as staging:
         oracle = {"entropy_rate_nats": source.entropy_rate(), "splits": {}}
         oracle["ppl_entropy_rate"] = math.exp(oracle["entropy_rate_nats"])
