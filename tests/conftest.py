@@ -28,6 +28,8 @@ def _isolated_env(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("NSLM_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "nslm-cache"))
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_DIR", str(tmp_path_factory.getbasetemp() / "wandb"))
+    # subprocesses run this checkout's code (and can import tests.helpers), not another checkout in .venv
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(REPO / "src"), str(REPO)]))
     data = shared_data_dir()
     if data is not None:
         monkeypatch.setenv("NSLM_DATA_DIR", str(data))
@@ -97,7 +99,7 @@ def run_train_cli(*args: str, timeout: int = 600, env_extra: dict | None = None)
     import subprocess
     import sys
 
-    env = {**os.environ, "PYTHONPATH": str(REPO), **(env_extra or {})}
+    env = {**os.environ, **(env_extra or {})}  # PYTHONPATH from _isolated_env: `tests.helpers` imports
     return subprocess.run(
         [sys.executable, "-m", "nslm.train", *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout
     )

@@ -5,9 +5,6 @@ from __future__ import annotations
 import csv
 import json
 import math
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +12,7 @@ import pytest
 
 from nslm.train import train
 
-from .conftest import REPO, compose_train, tiny_overrides
+from .conftest import compose_train, run_train_cli, tiny_overrides
 
 RESULT_KEYS = {"val/ppl", "test/ppl", "train/tokens_per_sec", "wall_seconds", "epochs", "num_parameters", "config"}
 
@@ -77,20 +74,13 @@ def test_short_ptb_training_beats_the_unigram_model(ptb_dir, tmp_path):
     assert results["val/ppl"] < 0.65 * unigram, (results["val/ppl"], unigram)
 
 
-def run_cli(*args: str, env_extra: dict | None = None) -> subprocess.CompletedProcess:
-    env = {**os.environ, **(env_extra or {})}
-    return subprocess.run(
-        [sys.executable, "-m", "nslm.train", *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=300
-    )
-
-
 def test_cli_runs_and_reports_bad_input_in_one_line(tiny_corpus, tmp_path):
     overrides = [o for o in tiny_overrides(tiny_corpus)]
-    done = run_cli(*overrides, "debug=fdr", f"hydra.run.dir={tmp_path / 'ok'}", "print_config=false")
+    done = run_train_cli(*overrides, "debug=fdr", f"hydra.run.dir={tmp_path / 'ok'}", "print_config=false")
     assert done.returncode == 0, done.stderr[-2000:]
     assert (tmp_path / "ok" / "results.json").is_file()
     bad = [o.replace(str(tiny_corpus["valid"]), str(tmp_path / "missing.txt")) for o in overrides]
-    failed = run_cli(*bad, "debug=fdr", f"hydra.run.dir={tmp_path / 'bad'}", "print_config=false")
+    failed = run_train_cli(*bad, "debug=fdr", f"hydra.run.dir={tmp_path / 'bad'}", "print_config=false")
     assert failed.returncode == 2
     error_lines = [line for line in failed.stderr.splitlines() if line.startswith("nslm-train: error:")]
     assert len(error_lines) == 1 and "data.valid_path" in error_lines[0] and "Traceback" not in failed.stderr

@@ -27,6 +27,9 @@ from nslm.utils.rng import capture_rng_state, restore_rng_state
 
 # The module moves its own two-tensor windows (see transfer_batch_to_device); Lightning's notice is noise.
 warnings.filterwarnings("ignore", message=r".*overridden `transfer_batch_to_device`.*")
+# pytorch_lightning 2.6 still builds torch's deprecated LeafSpec when it restores a checkpoint; torch
+# 2.13 warns about Lightning's code on every resume, and nothing in a user's hands can change it.
+warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)", category=FutureWarning)
 
 
 class LanguageModelModule(pl.LightningModule):

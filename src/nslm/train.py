@@ -101,13 +101,14 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         **oracle_ratios(module.last_eval, best_score, datamodule.oracle_ppl),
         "train/tokens_per_sec": throughput.tokens_per_sec,
         "train/median_step_seconds": throughput.median_step_seconds,
-        "wall_seconds": time.perf_counter() - started,
+        # this command's time plus the fit time of the segments before it, when it resumed a killed run
+        "wall_seconds": time.perf_counter() - started + history.carried_seconds,
         "epochs": trainer.current_epoch,
         "global_step": trainer.global_step,
         "num_parameters": count_parameters(module.net),
         "vocab_size": len(datamodule.vocab),
         "best_checkpoint": best_path,
-        "history": history.records,  # val ppl after each validation, with seconds since the start of fit
+        "history": history.records,  # val ppl after each validation, with fit seconds so far (all segments)
         "resumed_from": cfg.get("ckpt_path"),
         "output_dir": str(output_dir),
         "config": module.metadata["config"],

@@ -23,6 +23,9 @@ log = logging.getLogger(__name__)
 
 # Our IterableDataset's __len__ is exact with any num_workers (workers take interleaved windows).
 warnings.filterwarnings("ignore", message=r".*IterableDataset.*has `__len__` defined.*")
+# Resuming mid-epoch does continue at the checkpoint's window (train_dataloader skips the windows done),
+# which Lightning cannot see, so its "your dataloader is not resumable" warning would be wrong here.
+warnings.filterwarnings("ignore", message=r".*resuming from a checkpoint that ended before the epoch ended.*")
 
 
 class LanguageModelDataModule(pl.LightningDataModule):
