@@ -9,8 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from nslm.build import checkpoint_vocabulary, module_from_checkpoint
-from nslm.eval import load_checkpoint
+from nslm.checkpoint import checkpoint_vocabulary, module_from_checkpoint, read_checkpoint
 from nslm.generate import generate
 from nslm.train import train
 from tests.conftest import REPO, compose_train, tiny_overrides
@@ -24,7 +23,7 @@ def checkpoint(tiny_corpus, tmp_path):
 
 
 def load_net(path):
-    checkpoint = load_checkpoint(path)
+    checkpoint = read_checkpoint(path)
     vocab = checkpoint_vocabulary(checkpoint)
     return module_from_checkpoint(checkpoint, vocab).net, vocab
 

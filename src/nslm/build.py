@@ -1,13 +1,11 @@
-"""Build the LightningModule from a composed config and a vocabulary, or from a checkpoint (train, eval,
-generate, benchmarks)."""
+"""Build the LightningModule from a composed config and a vocabulary (train, benchmarks; eval and generate
+through `nslm.checkpoint.module_from_checkpoint`)."""
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytorch_lightning as pl
 from hydra.utils import get_class, instantiate
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, open_dict
 
 from nslm.data.vocab import Vocabulary
 from nslm.losses import SampledLoss
@@ -26,29 +24,7 @@ def build_loss(cfg: DictConfig, counts: list[int]):
 
 
 def build_module(cfg: DictConfig, vocab: Vocabulary) -> pl.LightningModule:
-    """The module for `cfg.model`, sized to `vocab`, carrying config and vocabulary for checkpoints."""
+    """The module for `cfg.model`, sized to `vocab` (sets `cfg.model.net.vocab_size`)."""
     with open_dict(cfg):
         cfg.model.net.vocab_size = len(vocab)
-    module = instantiate(cfg.model, loss=build_loss(cfg, vocab.counts))
-    module.metadata = {
-        "config": OmegaConf.to_container(cfg, resolve=True),
-        "vocab_itos": vocab.itos,
-        "vocab_counts": vocab.counts,
-        "vocab_fingerprint": vocab.fingerprint,
-    }
-    return module
-
-
-def checkpoint_vocabulary(checkpoint: dict[str, Any]) -> Vocabulary:
-    """The vocabulary an nslm checkpoint carries (counts only feed training samplers; early checkpoints
-    lack them, and read as uniform)."""
-    meta = checkpoint["nslm"]
-    itos = meta["vocab_itos"]
-    return Vocabulary(itos, meta.get("vocab_counts") or [1] * len(itos))
-
-
-def module_from_checkpoint(checkpoint: dict[str, Any], vocab: Vocabulary) -> pl.LightningModule:
-    """The trained module of a loaded checkpoint (`nslm.eval.load_checkpoint`), sized to `vocab`."""
-    module = build_module(OmegaConf.create(checkpoint["nslm"]["config"]), vocab)
-    module.load_state_dict(checkpoint["state_dict"])
-    return module
+    return instantiate(cfg.model, loss=build_loss(cfg, vocab.counts))

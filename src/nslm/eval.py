@@ -15,11 +15,10 @@ from typing import Any
 
 import hydra
 import pytorch_lightning as pl
-import torch
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from nslm.build import module_from_checkpoint
+from nslm.checkpoint import METADATA_KEY, checkpoint_config, module_from_checkpoint, read_checkpoint
 from nslm.errors import NslmError, exit_on_user_error
 from nslm.utils.atomic import atomic_write_json
 from nslm.utils.paths import config_dir
@@ -27,20 +26,10 @@ from nslm.utils.paths import config_dir
 log = logging.getLogger(__name__)
 
 
-def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    path = Path(path)
-    if not path.is_file():
-        raise NslmError(f"checkpoint {path} does not exist; pass ckpt_path=<run dir>/checkpoints/<file>.ckpt")
-    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
-    if "nslm" not in checkpoint or "config" not in checkpoint["nslm"]:
-        raise NslmError(f"{path} is not an nslm checkpoint (no config/vocabulary inside); use one nslm-train wrote")
-    return checkpoint
-
-
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
-    checkpoint = load_checkpoint(cfg.ckpt_path)
-    meta = checkpoint["nslm"]
-    train_cfg = OmegaConf.create(meta["config"])
+    checkpoint = read_checkpoint(cfg.ckpt_path)
+    meta = checkpoint[METADATA_KEY]
+    train_cfg = checkpoint_config(checkpoint)
     datamodule = instantiate(cfg.data if cfg.get("data") else train_cfg.data)
     datamodule.prepare_data()
     if datamodule.vocab.fingerprint != meta["vocab_fingerprint"]:

@@ -15,10 +15,9 @@ import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig
 
-from nslm.build import checkpoint_vocabulary, module_from_checkpoint
+from nslm.checkpoint import checkpoint_vocabulary, module_from_checkpoint, read_checkpoint
 from nslm.data.vocab import EOS, Vocabulary
 from nslm.errors import ConfigError, exit_on_user_error
-from nslm.eval import load_checkpoint
 from nslm.utils.paths import config_dir
 
 
@@ -63,7 +62,7 @@ def format_text(words: list[str]) -> str:
 
 def _run(cfg: DictConfig) -> None:
     try:
-        checkpoint = load_checkpoint(cfg.ckpt_path)
+        checkpoint = read_checkpoint(cfg.ckpt_path)
         vocab = checkpoint_vocabulary(checkpoint)
         net = module_from_checkpoint(checkpoint, vocab).net
         words = generate(net, vocab, str(cfg.prompt or ""), cfg.num_words, cfg.temperature, cfg.top_k, cfg.seed)

@@ -63,7 +63,6 @@ class LanguageModelModule(pl.LightningModule):
         self.val_log_z_sq = MeanMetric().set_dtype(torch.float64)
         if hasattr(self.loss, "initialize_output_layer"):
             self.loss.initialize_output_layer(net.output_bias)
-        self.metadata: dict[str, Any] = {}  # config + vocabulary, stored in every checkpoint
         self._train_hidden: Hidden | None = None
         self._windows_done = 0  # training windows of the current epoch, for resuming part-way
         self._resume_state: dict[str, Any] | None = None  # read from a checkpoint, applied at train start
@@ -245,7 +244,6 @@ class LanguageModelModule(pl.LightningModule):
         clip_sparse_aware_(params, gradient_clip_val)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["nslm"] = self.metadata
         # Where training stands inside the epoch: Lightning restores the loops, optimizer and schedulers;
         # the data position, the carried LSTM state and the generators are ours to restore.
         hidden = None if self._train_hidden is None else tuple(h.detach().cpu() for h in self._train_hidden)
@@ -257,7 +255,6 @@ class LanguageModelModule(pl.LightningModule):
         }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        self.metadata = checkpoint.get("nslm", {})
         self._resume_state = checkpoint.get("nslm_train_state")
 
 

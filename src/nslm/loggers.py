@@ -88,7 +88,8 @@ def wandb_settings(entry: DictConfig, cfg: DictConfig, output_dir: Path) -> dict
     return settings
 
 
-def build_loggers(cfg: DictConfig, output_dir: Path) -> list[Any]:
+def build_loggers(cfg: DictConfig, output_dir: Path, resumed_step: int | None = None) -> list[Any]:
+    """The `logger` group's loggers; `resumed_step`: the global step of the checkpoint a run resumes from."""
     loggers = []
     for entry in (cfg.get("logger") or {}).values():
         if not isinstance(entry, DictConfig) or "_target_" not in entry:
@@ -97,22 +98,19 @@ def build_loggers(cfg: DictConfig, output_dir: Path) -> list[Any]:
             loggers.append(instantiate(wandb_settings(entry, cfg, output_dir)))
         else:
             loggers.append(instantiate(entry))
-    if cfg.get("ckpt_path"):
+    if resumed_step is not None:
         for logger in loggers:
             if isinstance(logger, CSVLogger):
-                continue_csv_log(logger, cfg.ckpt_path)
+                continue_csv_log(logger, resumed_step)
     return loggers
 
 
-def continue_csv_log(logger: Any, checkpoint: str) -> None:
+def continue_csv_log(logger: Any, resumed_step: int) -> None:
     """Keep the rows a resumed run logged up to its checkpoint: Lightning's CSV writer deletes an existing
     metrics.csv when it starts, so it is read first and handed back to the new writer."""
     path = Path(logger.log_dir) / "metrics.csv"
     if not path.is_file():
         return
-    import torch  # only when resuming
-
-    resumed_step = torch.load(checkpoint, map_location="cpu", mmap=True, weights_only=False)["global_step"]
     with open(path, newline="") as handle:
         reader = csv.DictReader(handle)
         header = list(reader.fieldnames or [])

@@ -22,6 +22,7 @@ from omegaconf import DictConfig, open_dict
 
 from nslm.build import build_module
 from nslm.callbacks import TokenThroughput, ValidationHistory
+from nslm.checkpoint import CheckpointMetadata, read_checkpoint, run_metadata
 from nslm.distributed import (
     export_submitit_rank_env,
     process_rank,
@@ -71,27 +72,32 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     pl.seed_everything(cfg.seed, workers=True)
     output_dir = Path(cfg.paths.output_dir)
 
+    # read safely (weights_only) and checked before Lightning touches it: one line if it is unusable
+    resume_from = read_checkpoint(cfg.ckpt_path, mmap=True) if cfg.get("ckpt_path") else None
+
     datamodule = instantiate(cfg.data)
     datamodule.prepare_data()  # every process may call it: the cache is published atomically
     module = build_module(cfg, datamodule.vocab)
+    metadata = run_metadata(cfg, datamodule.vocab)
 
     throughput, history = TokenThroughput(), ValidationHistory()
-    callbacks = [*instantiate_each(cfg.get("callbacks")), throughput, history]
+    callbacks = [*instantiate_each(cfg.get("callbacks")), throughput, history, CheckpointMetadata(metadata)]
     if not cfg.trainer.get("enable_progress_bar", True):  # the flag wins over a configured bar
         callbacks = [c for c in callbacks if not isinstance(c, pl.callbacks.ProgressBar)]
-    loggers = build_loggers(cfg, output_dir)
+    loggers = build_loggers(cfg, output_dir, resume_from["global_step"] if resume_from else None)
     trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     for logger in loggers:
-        logger.log_hyperparams(module.metadata["config"])
+        logger.log_hyperparams(metadata["config"])
+    del resume_from  # (memory-mapped)
 
     if cfg.get("train"):
-        trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+        trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"), weights_only=True)
     val_last = module.last_eval.get("val/ppl")
     checkpoint = trainer.checkpoint_callback
     best_path = checkpoint.best_model_path if checkpoint is not None else ""
     best_score = checkpoint.best_model_score if checkpoint is not None else None
     if cfg.get("test"):
-        trainer.test(module, datamodule=datamodule, ckpt_path=best_path or None)
+        trainer.test(module, datamodule=datamodule, ckpt_path=best_path or None, weights_only=True)
 
     results = {
         "status": "completed",
@@ -111,7 +117,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         "history": history.records,  # val ppl after each validation, with fit seconds so far (all segments)
         "resumed_from": cfg.get("ckpt_path"),
         "output_dir": str(output_dir),
-        "config": module.metadata["config"],
+        "config": metadata["config"],
     }
     if trainer.is_global_zero:
         for directory in dict.fromkeys([output_dir, job_dir]):  # a resumed run reports in both places
