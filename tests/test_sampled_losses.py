@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 from nslm.data.windows import IGNORE_INDEX
 from nslm.losses import NCELoss, NegativeSamplingLoss, SampledSoftmaxLoss
-from nslm.samplers import UnigramSampler
+from nslm.samplers import UniformSampler, UnigramSampler
 from nslm.samplers.base import Candidates, CandidateSampler
 
 
@@ -59,9 +59,17 @@ def test_accidental_hits_never_contribute():
     with_hit = FixedSampler(12, [1, 4, 7], [0.1, 0.3, 0.1])
     without = FixedSampler(12, [1, 7], [0.1, 0.1])
     for cls in (SampledSoftmaxLoss, NCELoss, NegativeSamplingLoss):
-        a = cls(with_hit, 3, sparse_gradients=False, correct_bias=False)(features, targets, weight, bias)
-        b = cls(without, 2, sparse_gradients=False, correct_bias=False)(features, targets, weight, bias)
+        options = {"sparse_gradients": False, "correct_bias": False, "remove_accidental_hits": True}
+        a = cls(with_hit, 3, **options)(features, targets, weight, bias)
+        b = cls(without, 2, **options)(features, targets, weight, bias)
         assert torch.allclose(a, b), cls.__name__
+
+
+def test_hits_are_removed_by_default_as_tensorflow_and_word2vec_do_except_for_nce():
+    sampler = UniformSampler([1] * 10)
+    assert SampledSoftmaxLoss(sampler, 3).remove_accidental_hits  # TF sampled_softmax_loss: True
+    assert not NCELoss(sampler, 3).remove_accidental_hits  # TF nce_loss: remove_accidental_hits=False
+    assert NegativeSamplingLoss(sampler, 3).remove_accidental_hits  # word2vec.c: `if (target == word) continue`
 
 
 def test_padded_targets_are_ignored():
@@ -74,14 +82,14 @@ def test_padded_targets_are_ignored():
     assert torch.allclose(loss(features, padded, weight, bias), loss(features[keep], targets[keep], weight, bias))
 
 
-def hand_logistic(features, weight, bias, targets, ids, q, k, correct):
+def hand_logistic(features, weight, bias, targets, ids, q, k, correct, skip_hits):
     total = 0.0
     for row in range(len(targets)):
         t = int(targets[row])
         s = float(features[row] @ weight[t] + bias[t]) - (math.log(k * q[t]) if correct else 0.0)
         row_loss = -math.log(1 / (1 + math.exp(-s)))
         for j in ids:
-            if j == t:
+            if j == t and skip_hits:
                 continue
             s_j = float(features[row] @ weight[j] + bias[j]) - (math.log(k * q[j]) if correct else 0.0)
             row_loss += -math.log(1 - 1 / (1 + math.exp(-s_j)))
@@ -89,16 +97,65 @@ def hand_logistic(features, weight, bias, targets, ids, q, k, correct):
     return total / len(targets)
 
 
-@pytest.mark.parametrize("cls,correct", [(NCELoss, True), (NegativeSamplingLoss, False)])
-def test_nce_and_neg_match_a_hand_computation(cls, correct):
+@pytest.mark.parametrize("cls,correct,skip_hits", [(NCELoss, True, False), (NegativeSamplingLoss, False, True)])
+def test_nce_and_neg_match_a_hand_computation(cls, correct, skip_hits):
     features, weight, bias, targets = problem(seed=3)
     ids, probs = [0, 2, 5, 9], [0.2, 0.05, 0.1, 0.01]
+    targets[:2] = torch.tensor([2, 9])  # rows whose target is also drawn as noise
     sampler = FixedSampler(12, ids, probs)
     loss = cls(sampler, len(ids), sparse_gradients=False)
     assert loss.correct_bias is correct
     q = {i: float(sampler.log_prob(torch.tensor(i)).exp()) for i in range(12)}
-    expected = hand_logistic(features, weight, bias, targets, ids, q, len(ids), correct)
+    expected = hand_logistic(features, weight, bias, targets, ids, q, len(ids), correct, skip_hits)
     assert float(loss(features, targets, weight, bias)) == pytest.approx(expected, rel=1e-7)  # fp32 log Q
+
+
+TRUE_P = [0.6, 0.2, 0.1, 0.05, 0.05]  # the next-word distribution of a single context
+K = 20  # uniform noise over 5 words: k Q(w) = 4
+
+
+def fit_free_scores(loss_cls, remove_hits: bool) -> torch.Tensor:
+    """exp(s) after fitting one free score per word (bias-free, 1-d features of ones) to data drawn from
+    TRUE_P, with uniform noise and per-row negatives so that each step averages many noise draws."""
+    torch.manual_seed(0)
+    vocab = len(TRUE_P)
+    loss = loss_cls(
+        UniformSampler([1] * vocab), K, sparse_gradients=False, shared_negatives=False, remove_accidental_hits=remove_hits
+    )
+    scores = torch.nn.Parameter(torch.full((vocab, 1), -math.log(vocab)))
+    optimizer = torch.optim.Adam([scores], lr=0.05)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0 if step < 500 else 0.1)
+    ones = torch.ones(1024, 1)
+    for _ in range(900):
+        targets = torch.multinomial(torch.tensor(TRUE_P), len(ones), replacement=True)
+        optimizer.zero_grad()
+        loss(ones, targets, scores, None).backward()
+        optimizer.step()
+        schedule.step()
+    return scores.detach().squeeze(1).exp()
+
+
+# The optima, derived by hand: per word w the expected objective is
+#   p(w) log sigmoid(u) + k Q(w) c(w) log sigmoid(-u),  u = s - log(k Q) for NCE (u = s for NEG),
+# where c(w) = 1 with hits kept and 1 - p(w) with hits removed (w's noise draws on rows whose target is w
+# are dropped). Setting the derivative to 0: exp(u) = p / (k Q c).
+OPTIMA = {
+    ("nce", False): lambda p: p,  # NCE (TF nce_loss): the normalised distribution
+    ("nce", True): lambda p: p / (1 - p),  # hits removed: the log-odds, sum 1.97 here
+    ("neg", False): lambda p: p / (K / len(TRUE_P)),  # word2vec NEG: p / (k Q)
+    ("neg", True): lambda p: p / (K / len(TRUE_P) * (1 - p)),  # NEG's default (word2vec skips hits)
+}
+
+
+@pytest.mark.parametrize(("name", "remove_hits"), list(OPTIMA))
+def test_logistic_objectives_converge_to_their_derived_optimum(name, remove_hits):
+    found = fit_free_scores({"nce": NCELoss, "neg": NegativeSamplingLoss}[name], remove_hits)
+    expected = OPTIMA[(name, remove_hits)](torch.tensor(TRUE_P))
+    assert torch.allclose(found, expected, rtol=0.05), (found.tolist(), expected.tolist())
+    if name == "nce" and not remove_hits:  # NCE is self-normalising only with hits kept
+        assert float(found.sum()) == pytest.approx(1.0, abs=0.02)
+    if name == "nce" and remove_hits:
+        assert float(found.sum()) > 1.9
 
 
 def test_nce_starts_self_normalised():

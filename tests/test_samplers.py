@@ -112,3 +112,14 @@ def test_draws_happen_on_the_sampler_device_in_o_k_time():
     sampler = UnigramSampler(list(range(1, 1_000_001)))  # V = 1M: a table, built once
     assert sampler.draw(1024, torch.device("cpu")).shape == (1024,)
     assert LogUniformSampler([1] * 1_000_000).draw(8192, torch.device("cpu")).max() < 1_000_000
+
+
+@pytest.mark.parametrize(("option", "second_source"), [("mixed", UniformSampler), ("mixed_unigram", UnigramSampler)])
+def test_sampler_mixed_is_yang_et_al_in_batch_plus_uniform(tmp_path, option, second_source):
+    """Yang et al. 2020 mix in-batch negatives with negatives drawn uniformly from the whole corpus."""
+    from nslm.build import build_loss
+    from tests.conftest import compose_train
+
+    cfg = compose_train(["loss=sampled_softmax", f"sampler={option}"], tmp_path)
+    sampler = build_loss(cfg, COUNTS).sampler
+    assert isinstance(sampler, MixedSampler) and type(sampler.base) is second_source

@@ -4,12 +4,17 @@ The source is a class-based bigram (a first-order Markov chain whose rows are sh
 
     P(w_t | w_{t-1}) = P(w_t | class(w_{t-1}))
 
-- V - 1 words with Zipfian weights (word i ~ 1/(i+1)^s; id 0 is `<eos>`, the most frequent word, as in
-  PTB); one more id, `<unk>`, never occurs, so the vocabulary has exactly `vocab_size` entries.
+- V - 1 words with Zipfian weights (word i ~ 1/(i+1)^s; the heaviest is `<eos>`, as in PTB); one more
+  id, `<unk>`, never occurs, so the vocabulary has exactly `vocab_size` entries.
 - Every word is the context of one of `num_classes` classes (uniformly at random).
 - Every class can be followed by a sparse set of words: each word belongs to `classes_per_word` classes'
   successor sets (frequent words to more, so that no single one dominates a class), with its Zipf weight
   times Gamma noise. A class row therefore has ~ V * classes_per_word / num_classes non-zeros.
+
+Ids are then numbered by the source's expected frequency (its stationary word distribution), most
+frequent first, as a real corpus' vocabulary is: samplers that assume frequency-sorted ids (log-uniform)
+see what they would see on PTB. (The Zipf weights alone do not give that order: the successor sets and
+their Gamma noise reshuffle it; Spearman 0.63 between weight rank and frequency rank at V = 10k.)
 
 An LSTM can represent this source exactly (it needs the previous word's class and C successor
 distributions), so `ppl / oracle` measures how far training got, not a softmax bottleneck. The oracle of
@@ -43,7 +48,7 @@ from nslm.utils.progress import progress_bar
 
 log = logging.getLogger(__name__)
 SOURCE_VERSION = 1  # how a source is built from its settings
-GENERATOR_VERSION = 2  # how splits are sampled from it (part of the cache key)
+GENERATOR_VERSION = 3  # how splits are sampled from it (part of the cache key); 3: frequency-sorted ids
 MAX_SENTENCE = 1_000_000  # a chain that has not emitted <eos> after this many extra steps is an error
 CHAINS = 4096  # parallel chains per generation round
 HEAD_SHARE = 0.25  # a word takes at most ~this share of any class it follows
@@ -98,6 +103,23 @@ class MarkovSource:
         if np.any(class_total == 0):
             raise ConfigError("a word class has no successors; use fewer data.num_classes for this vocab_size")
         prob = weight / class_total[pair_class]
+
+        # number the words by expected frequency, most frequent first (see the module doc)
+        frequency = np.bincount(
+            pair_word, weights=self._class_stationary(pair_class, self.class_of[pair_word], prob)[pair_class] * prob,
+            minlength=words,
+        )
+        order = np.argsort(-frequency, kind="stable")  # old ids, most frequent first
+        new_id = np.empty(words, dtype=np.int64)
+        new_id[order] = np.arange(words)
+        self.eos_id = int(new_id[0])  # the weight-0 word is <eos>
+        self.class_of = self.class_of[order]
+        keys = pair_class * words + new_id[pair_word]
+        by_key = np.argsort(keys)  # sorted by class, then word
+        keys, pair_class, prob = keys[by_key], pair_class[by_key], prob[by_key]
+        pair_word = keys % words
+        self.expected_frequency = frequency[order]
+
         self.keys = keys
         self.log_prob = np.log(prob)
         self.successor = pair_word.astype(np.int32)
@@ -124,33 +146,46 @@ class MarkovSource:
                     if written >= num_tokens:
                         break
 
+    def _class_stationary(self, pair_class: np.ndarray, next_class: np.ndarray, prob: np.ndarray) -> np.ndarray:
+        """Stationary distribution of the class of the previous word (power iteration on C x C)."""
+        classes = self.settings.num_classes
+        transition = np.zeros((classes, classes))
+        np.add.at(transition, (pair_class, next_class), prob)
+        stationary = np.full(classes, 1.0 / classes)
+        for _ in range(10_000):
+            updated = stationary @ transition
+            if np.abs(updated - stationary).max() < 1e-13:
+                return updated
+            stationary = updated
+        return stationary
+
     def _step(self, state: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         position = self.class_of[state] + rng.random(len(state))
         return self.successor[np.searchsorted(self.cdf, position, side="right")]
 
     def _run_chains(self, steps: int, rng: np.random.Generator) -> list[np.ndarray]:
         """CHAINS paths: `steps` steps from <eos>, then each on to the end of its sentence."""
-        state = np.zeros(CHAINS, dtype=np.int32)  # every chain starts right after an <eos>
+        state = np.full(CHAINS, self.eos_id, dtype=np.int32)  # every chain starts right after an <eos>
         paths = np.empty((steps, CHAINS), dtype=np.int32)
         for step in range(steps):
             state = paths[step] = self._step(state, rng)
         tails: list[list[int]] = [[] for _ in range(CHAINS)]
-        open_chains = np.flatnonzero(state != 0)
+        open_chains = np.flatnonzero(state != self.eos_id)
         for _ in range(MAX_SENTENCE):
             if not len(open_chains):
                 break
             state[open_chains] = following = self._step(state[open_chains], rng)
             for chain, token in zip(open_chains.tolist(), following.tolist(), strict=True):
                 tails[chain].append(token)
-            open_chains = open_chains[following != 0]
+            open_chains = open_chains[following != self.eos_id]
         else:
             raise ConfigError("the source hardly ever emits <eos>; use a larger data.zipf_exponent")
         return [np.concatenate([paths[:, chain], np.asarray(tails[chain], dtype=np.int32)]) for chain in range(CHAINS)]
 
-    def token_log_probs(self, tokens: np.ndarray, previous: int = 0) -> np.ndarray:
-        """log P(tokens[t] | tokens[t-1]) under the source, tokens[-1] taken as `previous` (<eos>)."""
+    def token_log_probs(self, tokens: np.ndarray, previous: int | None = None) -> np.ndarray:
+        """log P(tokens[t] | tokens[t-1]) under the source, tokens[-1] taken as `previous` (default <eos>)."""
         tokens = np.asarray(tokens, dtype=np.int64)
-        context = np.concatenate([[previous], tokens[:-1]])
+        context = np.concatenate([[self.eos_id if previous is None else previous], tokens[:-1]])
         keys = self.class_of[context].astype(np.int64) * self.num_words + tokens
         index = np.minimum(np.searchsorted(self.keys, keys), len(self.keys) - 1)
         if np.any(self.keys[index] != keys):
@@ -159,7 +194,7 @@ class MarkovSource:
 
     def total_log_prob(self, tokens: np.ndarray, chunk: int = 1 << 22) -> float:
         """log P(tokens) for a split that starts after `<eos>`, scored in chunks (memmaps of any size)."""
-        total, previous = 0.0, 0
+        total, previous = 0.0, self.eos_id
         for start in range(0, len(tokens), chunk):
             piece = np.asarray(tokens[start : start + chunk])
             total += float(self.token_log_probs(piece, previous).sum())
@@ -170,15 +205,7 @@ class MarkovSource:
         """Nats per token of the stationary chain: sum over classes pi(c) H(P(. | c))."""
         classes = self.settings.num_classes
         pair_class = np.repeat(np.arange(classes), self._class_counts)
-        next_class = self.class_of[self.successor]
-        transition = np.zeros((classes, classes))
-        np.add.at(transition, (pair_class, next_class), self._class_prob)
-        stationary = np.full(classes, 1.0 / classes)
-        for _ in range(10_000):
-            updated = stationary @ transition
-            if np.abs(updated - stationary).max() < 1e-13:
-                break
-            stationary = updated
+        stationary = self._class_stationary(pair_class, self.class_of[self.successor], self._class_prob)
         entropy = -np.bincount(pair_class, weights=self._class_prob * np.log(self._class_prob), minlength=classes)
         return float(stationary @ entropy)
 
@@ -209,7 +236,7 @@ def prepare_synthetic_corpus(cache_dir: str | Path, settings: SourceSettings, sp
             oracle["splits"][split] = {"tokens": len(tokens), "ppl": math.exp(nll / len(tokens))}
             if split == "train":
                 counts = _bincount(tokens, settings.vocab_size)
-        itos = [EOS, *(f"w{i}" for i in range(1, source.num_words)), UNK]
+        itos = [EOS if i == source.eos_id else f"w{i}" for i in range(source.num_words)] + [UNK]
         Vocabulary(itos, counts.tolist()).save(staging / "vocab.json")
         atomic_write_json(staging / "oracle.json", oracle)
         meta = {

@@ -1,9 +1,14 @@
 """Noise-contrastive estimation (Mnih & Teh 2012) with Z fixed to 1, TensorFlow's `nce_loss` semantics.
 
 P(D=1 | w, h) = sigmoid(s(w) - log(k Q(w))): the target is classified as data, the k candidates as
-noise; the per-row loss sums the logistic losses of the 1 + k columns (hits contribute nothing). With
-Z = 1 the model must learn to self-normalise, so the output bias starts at -log V (scores start out as
-log(1/V)); validation logs the mean and spread of log Z to show how well it does.
+noise; the per-row loss sums the logistic losses of the 1 + k columns. With Z = 1 the model must learn to
+self-normalise, so the output bias starts at -log V (scores start out as log(1/V)); validation logs the
+mean and spread of log Z to show how well it does.
+
+Accidental hits (a noise sample equal to the target) are kept, as in TF's `nce_loss`: NCE's optimum is
+then exp(s(w)) = p(w | h), a normalised model. Removing them (`loss.remove_accidental_hits=true`) weights
+w's noise term by k Q(w) (1 - p(w)) and moves the optimum to exp(s) = p / (1 - p): the log-odds, neither
+normalised nor NCE (tests/test_sampled_losses.py trains free scores to both optima).
 """
 
 from __future__ import annotations
@@ -23,6 +28,8 @@ def logistic_loss(target: torch.Tensor, candidates: torch.Tensor, hits: torch.Te
 
 
 class NCELoss(SampledLoss):
+    removes_hits_by_default = False
+
     def initialize_output_layer(self, bias: torch.Tensor | None) -> None:
         if bias is not None:
             with torch.no_grad():

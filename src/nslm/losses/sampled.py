@@ -45,6 +45,8 @@ class SampledLoss(nn.Module):
 
     exact = False  # the training loss is not the NLL: no train/ppl is reported
     correct_by_default = True
+    #: TF: sampled_softmax_loss removes accidental hits, nce_loss keeps them (NCE's estimator needs them)
+    removes_hits_by_default = True
 
     def __init__(
         self,
@@ -52,7 +54,7 @@ class SampledLoss(nn.Module):
         num_negatives: int = 1024,
         unique: bool = False,
         shared_negatives: bool = True,
-        remove_accidental_hits: bool = True,
+        remove_accidental_hits: bool | None = None,
         correct_bias: bool | None = None,
         sparse_gradients: bool = True,
     ) -> None:
@@ -61,6 +63,8 @@ class SampledLoss(nn.Module):
             num_negatives: k, candidates drawn per step (shared) or per row.
             unique: draw k distinct ids (rejection, TF's `unique=True`) instead of k i.i.d. draws.
             shared_negatives: one candidate set for the whole batch (one GEMM) or k per row.
+            remove_accidental_hits: drop a candidate equal to the row's target. Default: on for sampled
+                softmax and NEG (word2vec skips them), off for NCE (TF's nce_loss).
             correct_bias: subtract log expected count. Default: on for sampled softmax and NCE; for NEG only
                 with in-batch/mixed samplers.
             sparse_gradients: gradient of the output embedding as a sparse tensor over the rows used.
@@ -77,7 +81,9 @@ class SampledLoss(nn.Module):
         self.num_negatives = num_negatives
         self.unique = unique
         self.shared_negatives = shared_negatives
-        self.remove_accidental_hits = remove_accidental_hits
+        self.remove_accidental_hits = (
+            remove_accidental_hits if remove_accidental_hits is not None else self.removes_hits_by_default
+        )
         self.correct_bias = (
             correct_bias if correct_bias is not None else (self.correct_by_default or sampler.uses_batch)
         )

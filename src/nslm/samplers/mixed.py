@@ -1,4 +1,5 @@
-"""Mixed negative sampling (Yang et al. 2020): the batch's targets plus `num` ids from another sampler.
+"""Mixed negative sampling (Yang et al. 2020): the batch's targets plus `num` ids from another sampler
+(uniform over the vocabulary in the paper and in `sampler=mixed`; `sampler=mixed_unigram`: unigram^0.75).
 
 Both sources are kept side by side; an id's expected count in the combined set is the sum of its
 expected counts under each source, and that is what the correction subtracts.
