@@ -120,7 +120,11 @@ def fit_free_scores(loss_cls, remove_hits: bool) -> torch.Tensor:
     torch.manual_seed(0)
     vocab = len(TRUE_P)
     loss = loss_cls(
-        UniformSampler([1] * vocab), K, sparse_gradients=False, shared_negatives=False, remove_accidental_hits=remove_hits
+        UniformSampler([1] * vocab),
+        K,
+        sparse_gradients=False,
+        shared_negatives=False,
+        remove_accidental_hits=remove_hits,
     )
     scores = torch.nn.Parameter(torch.full((vocab, 1), -math.log(vocab)))
     optimizer = torch.optim.Adam([scores], lr=0.05)

@@ -106,7 +106,8 @@ class MarkovSource:
 
         # number the words by expected frequency, most frequent first (see the module doc)
         frequency = np.bincount(
-            pair_word, weights=self._class_stationary(pair_class, self.class_of[pair_word], prob)[pair_class] * prob,
+            pair_word,
+            weights=self._class_stationary(pair_class, self.class_of[pair_word], prob)[pair_class] * prob,
             minlength=words,
         )
         order = np.argsort(-frequency, kind="stable")  # old ids, most frequent first
