@@ -10,18 +10,20 @@ from pathlib import Path
 import pytorch_lightning as pl
 import torch
 
-from nslm.data.windows import IGNORE_INDEX
+from nslm.batch import IGNORE_INDEX
 
 
 class KillOnceAtStep(pl.Callback):
-    """SIGKILL this process after optimizer step `step`, unless `marker` exists (so a restart runs on)."""
+    """SIGKILL this process after optimizer step `step`, unless `marker` exists (so a restart runs on).
+    Under DDP every rank kills itself; `{rank}` in `marker` gives each rank its own marker."""
 
     def __init__(self, step: int, marker: str) -> None:
-        self.step, self.marker = step, Path(marker)
+        self.step, self.marker = step, marker
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        if trainer.global_step == self.step and not self.marker.exists():
-            self.marker.write_text(str(self.step))
+        marker = Path(self.marker.format(rank=trainer.global_rank))
+        if trainer.global_step == self.step and not marker.exists():
+            marker.write_text(str(self.step))
             os.kill(os.getpid(), signal.SIGKILL)
 
 
@@ -72,3 +74,18 @@ class PoisonLossAtStep(pl.Callback):
         if trainer.global_step == self.step:
             with torch.no_grad():
                 pl_module.net.output_bias.fill_(float("nan"))
+
+
+class KillOnceInJob(pl.Callback):
+    """SIGKILL this process after optimizer step `step` of multirun job `job`, unless `marker` exists. With
+    Hydra's basic launcher the jobs run inside the sweep's process: the whole search dies mid-trial."""
+
+    def __init__(self, job: int, step: int, marker: str) -> None:
+        self.job, self.step, self.marker = job, step, Path(marker)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        from hydra.core.hydra_config import HydraConfig
+
+        if HydraConfig.get().job.num == self.job and trainer.global_step == self.step and not self.marker.exists():
+            self.marker.write_text(str(self.step))
+            os.kill(os.getpid(), signal.SIGKILL)

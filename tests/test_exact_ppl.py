@@ -8,8 +8,9 @@ import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 
+from nslm.batch import IGNORE_INDEX
 from nslm.data import TextFilesDataModule
-from nslm.data.windows import IGNORE_INDEX, StreamLayout
+from nslm.data.windows import StreamLayout
 from nslm.lm_module import LanguageModelModule
 from nslm.losses import exact_token_nll
 from nslm.losses.exact import MAX_LOGITS_PER_CHUNK

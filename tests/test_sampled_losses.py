@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from nslm.data.windows import IGNORE_INDEX
+from nslm.batch import IGNORE_INDEX
 from nslm.losses import NCELoss, NegativeSamplingLoss, SampledSoftmaxLoss
 from nslm.samplers import UniformSampler, UnigramSampler
 from nslm.samplers.base import Candidates, CandidateSampler

@@ -9,7 +9,8 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from nslm.data.windows import IGNORE_INDEX, StreamLayout, TokenWindowDataset
+from nslm.batch import IGNORE_INDEX
+from nslm.data.windows import StreamLayout, TokenWindowDataset
 
 
 def target_positions(dataset: TokenWindowDataset) -> list[list[int]]:

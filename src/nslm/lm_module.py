@@ -19,11 +19,11 @@ import torch
 from torch import nn
 from torchmetrics import MeanMetric
 
-from nslm.data.windows import IGNORE_INDEX, TokenWindow
-from nslm.errors import NslmError
-from nslm.losses import FullSoftmaxLoss, exact_token_nll
+from nslm.batch import IGNORE_INDEX, TokenWindow
+from nslm.errors import ConfigError, NslmError
+from nslm.losses import FullSoftmaxLoss, OutputObjective
 from nslm.models.lstm import Hidden, detach_hidden
-from nslm.utils.rng import capture_rng_state, restore_rng_state
+from nslm.optim import build_optimizer, clip_sparse_aware_
 
 # The module moves its own two-tensor windows (see transfer_batch_to_device); Lightning's notice is noise.
 warnings.filterwarnings("ignore", message=r".*overridden `transfer_batch_to_device`.*")
@@ -39,7 +39,7 @@ class LanguageModelModule(pl.LightningModule):
         optimizer: Callable[..., torch.optim.Optimizer],
         scheduler: Callable[..., Any] | None = None,
         scheduler_monitor: str = "val/ppl",
-        loss: nn.Module | None = None,
+        loss: OutputObjective | None = None,
     ) -> None:
         """
         Args:
@@ -61,13 +61,10 @@ class LanguageModelModule(pl.LightningModule):
         # unnormalised, so how far log Z strays from 0 matters. Mean and mean square give the std.
         self.val_log_z = MeanMetric().set_dtype(torch.float64)
         self.val_log_z_sq = MeanMetric().set_dtype(torch.float64)
-        if hasattr(self.loss, "initialize_output_layer"):
-            self.loss.initialize_output_layer(net.output_bias)
-        self._train_hidden: Hidden | None = None
-        self._windows_done = 0  # training windows of the current epoch, for resuming part-way
-        self._resume_state: dict[str, Any] | None = None  # read from a checkpoint, applied at train start
-        self._pending_rng: dict[str, Any] | None = None
-        self._validated_this_epoch = False
+        self.loss.initialize_output_layer(net.output_bias)
+        #: the LSTM state carried (detached) from one training window to the next; a resumed run gets it
+        #: back from its checkpoint (nslm.callbacks.mid_epoch)
+        self.train_hidden: Hidden | None = None
         self._eval_hidden: Hidden | None = None
         self.last_eval: dict[str, float] = {}
 
@@ -86,52 +83,11 @@ class LanguageModelModule(pl.LightningModule):
     # ---- training -------------------------------------------------------------------------------------
     def on_train_epoch_start(self) -> None:
         # (Lightning skips this hook when it restarts mid-epoch, so a resumed state survives it.)
-        self._train_hidden = None
-        self._windows_done = 0
-        self._validated_this_epoch = False
-
-    def on_train_epoch_end(self) -> None:
-        # Lightning does not step plateau schedulers at the end of the epoch a run resumed in: it assumes
-        # the monitored metric was lost with the restart. A run resumed mid-epoch has just validated
-        # this epoch anew, so step them here, as the uninterrupted run does.
-        if not (self.trainer.fit_loop.restarting and self._validated_this_epoch):
-            return
-        for config in self.trainer.lr_scheduler_configs:
-            metric = self.trainer.callback_metrics.get(config.monitor) if config.monitor else None
-            if config.reduce_on_plateau and config.interval == "epoch" and metric is not None:
-                self.lr_scheduler_step(config.scheduler, metric)
-
-    def on_train_start(self) -> None:
-        """Resuming: continue the epoch at the checkpoint's window, with its LSTM state and RNG."""
-        self._validated_this_epoch = False
-        windows_done = self.resume_windows(self.current_epoch)
-        state, self._resume_state = self._resume_state, None
-        if state is None:
-            return
-        self._pending_rng = state["rng"]
-        if windows_done > 0:  # resumed inside this epoch: carry on from the checkpoint's window and state
-            self._windows_done = windows_done
-            hidden = state["hidden"]
-            self._train_hidden = None if hidden is None else tuple(h.to(self.device) for h in hidden)
-
-    def resume_windows(self, epoch: int) -> int:
-        """Windows of `epoch` already trained by the checkpoint being resumed (0 when not resuming).
-        The datamodule skips them: Lightning asks for the train loader after restoring the checkpoint
-        and before `on_train_start`."""
-        state = self._resume_state
-        return state["windows_done"] if state is not None and state["epoch"] == epoch else 0
-
-    def on_train_batch_start(self, batch: TokenWindow, batch_idx: int) -> None:
-        # Applied here, not at load time: nothing between the checkpoint and this step may draw from the
-        # generators, exactly as in the uninterrupted run.
-        if self._pending_rng is not None:
-            restore_rng_state(self._pending_rng)
-            self._pending_rng = None
+        self.train_hidden = None
 
     def training_step(self, batch: TokenWindow, batch_idx: int) -> torch.Tensor:
-        self._windows_done += 1
-        features, hidden = self.net(batch.inputs, self._train_hidden)
-        self._train_hidden = detach_hidden(hidden)
+        features, hidden = self.net(batch.inputs, self.train_hidden)
+        self.train_hidden = detach_hidden(hidden)
         loss = self.loss(
             features.reshape(-1, features.shape[-1]),
             batch.targets.reshape(-1),
@@ -142,7 +98,7 @@ class LanguageModelModule(pl.LightningModule):
             raise NslmError(self._diverged_message(float(loss)))
         self.log("train/loss", loss, prog_bar=True)
         if self._is_logging_step():
-            if getattr(self.loss, "exact", False):
+            if self.loss.exact:
                 self.log("train/ppl", torch.exp(loss.detach()))
             self.log("lr", self.optimizers().param_groups[0]["lr"])
         return loss
@@ -163,7 +119,7 @@ class LanguageModelModule(pl.LightningModule):
     def _evaluate(self, batch: TokenWindow, metric: MeanMetric) -> torch.Tensor:
         features, self._eval_hidden = self.net(batch.inputs, self._eval_hidden)
         targets = batch.targets.reshape(-1)
-        nll, log_z = exact_token_nll(
+        nll, log_z = self.loss.token_nll(
             features.reshape(-1, features.shape[-1]), targets, self.net.output_weight, self.net.output_bias
         )
         weight = (targets != IGNORE_INDEX).to(nll.dtype)
@@ -192,7 +148,6 @@ class LanguageModelModule(pl.LightningModule):
         self.val_log_z_sq.update(log_z.square(), weight=weight)
 
     def on_validation_epoch_end(self) -> None:
-        self._validated_this_epoch = not self.trainer.sanity_checking
         self._log_eval("val", self.val_nll)
         mean, mean_sq = float(self.val_log_z.compute()), float(self.val_log_z_sq.compute())
         self.val_log_z.reset()
@@ -210,15 +165,17 @@ class LanguageModelModule(pl.LightningModule):
         self._log_eval("test", self.test_nll)
 
     # ---- optimisation and checkpoints ---------------------------------------------------------------
+    def sparse_parameters(self) -> list[nn.Parameter]:
+        """Tables with sparse gradients (see `LSTMLanguageModel.sparse_tables`): updated lazily
+        (`nslm.optim.sparse`) and averaged across DDP ranks as rows (`nslm.distributed.strategy`)."""
+        return self.net.sparse_tables(self.loss.sparse_gradients)
+
+    def constant_buffer_prefixes(self) -> tuple[str, ...]:
+        """Buffers that never change in training (the sampler's tables): DDP need not broadcast them."""
+        return ("loss.",)
+
     def configure_optimizers(self) -> Any:
-        optimizer = self.optimizer_factory(params=self.parameters())
-        sparse = getattr(self.loss, "sparse_gradients", False) or getattr(self.net.embedding, "sparse", False)
-        if sparse and not isinstance(optimizer, torch.optim.SGD):
-            raise NslmError(
-                f"{type(optimizer).__name__} cannot apply sparse gradients (loss.sparse_gradients / "
-                "model.net.sparse_embedding); use model/optimizer=sgd, or set loss.sparse_gradients=false "
-                "and model.net.sparse_embedding=false"
-            )
+        optimizer = build_optimizer(self.optimizer_factory, list(self.named_parameters()), self.sparse_parameters())
         if self.scheduler_factory is None:
             return optimizer
         scheduler = self.scheduler_factory(optimizer=optimizer)
@@ -240,39 +197,8 @@ class LanguageModelModule(pl.LightningModule):
             self.clip_gradients(optimizer, gradient_clip_val, gradient_clip_algorithm)
             return
         if gradient_clip_algorithm not in (None, "norm"):
-            raise ValueError("sparse gradients (sampled losses) support gradient_clip_algorithm=norm only")
+            raise ConfigError(
+                "sparse gradients (sampled losses, sparse_embedding) are clipped by global norm only: set "
+                "trainer.gradient_clip_algorithm=norm"
+            )
         clip_sparse_aware_(params, gradient_clip_val)
-
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        # Where training stands inside the epoch: Lightning restores the loops, optimizer and schedulers;
-        # the data position, the carried LSTM state and the generators are ours to restore.
-        hidden = None if self._train_hidden is None else tuple(h.detach().cpu() for h in self._train_hidden)
-        checkpoint["nslm_train_state"] = {
-            "epoch": self.current_epoch,
-            "windows_done": self._windows_done,
-            "hidden": hidden,
-            "rng": capture_rng_state(),
-        }
-
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        self._resume_state = checkpoint.get("nslm_train_state")
-
-
-@torch.no_grad()
-def clip_sparse_aware_(params: list[torch.Tensor], max_norm: float) -> torch.Tensor:
-    """clip_grad_norm_ for a mix of dense and sparse gradients (torch's own rejects sparse ones).
-
-    A sparse gradient from `F.embedding(sparse=True)` may repeat a row; it is coalesced first so the norm
-    is that of the dense gradient it stands for."""
-    norms = []
-    for param in params:
-        if param.grad.is_sparse:
-            param.grad = param.grad.coalesce()
-            norms.append(param.grad._values().norm())
-        else:
-            norms.append(param.grad.norm())
-    total = torch.stack(norms).norm()
-    scale = (max_norm / (total + 1e-6)).clamp(max=1.0)
-    for param in params:
-        (param.grad._values() if param.grad.is_sparse else param.grad).mul_(scale)
-    return total

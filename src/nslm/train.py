@@ -21,7 +21,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, open_dict
 
 from nslm.build import build_module
-from nslm.callbacks import TokenThroughput, ValidationHistory
+from nslm.callbacks import MidEpochResume, TokenThroughput, ValidationHistory
 from nslm.checkpoint import CheckpointMetadata, read_checkpoint, run_metadata
 from nslm.distributed import (
     export_submitit_rank_env,
@@ -29,7 +29,8 @@ from nslm.distributed import (
     run_ddp_children_on_job_config,
     share_with_ddp_children,
 )
-from nslm.errors import exit_on_user_error, user_error
+from nslm.distributed.strategy import SparseAwareDDPStrategy
+from nslm.errors import ConfigError, exit_on_user_error, user_error
 from nslm.loggers import build_loggers, finish_wandb
 from nslm.resume import find_interrupted_run, is_finished, latest_checkpoint
 from nslm.utils.atomic import atomic_write_json
@@ -81,11 +82,18 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     metadata = run_metadata(cfg, datamodule.vocab)
 
     throughput, history = TokenThroughput(), ValidationHistory()
-    callbacks = [*instantiate_each(cfg.get("callbacks")), throughput, history, CheckpointMetadata(metadata)]
+    callbacks = [
+        *instantiate_each(cfg.get("callbacks")),
+        throughput,
+        history,
+        MidEpochResume(datamodule),
+        CheckpointMetadata(metadata),
+    ]
     if not cfg.trainer.get("enable_progress_bar", True):  # the flag wins over a configured bar
         callbacks = [c for c in callbacks if not isinstance(c, pl.callbacks.ProgressBar)]
     loggers = build_loggers(cfg, output_dir, resume_from["global_step"] if resume_from else None)
     trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    check_strategy(trainer, module)
     for logger in loggers:
         logger.log_hyperparams(metadata["config"])
     del resume_from  # (memory-mapped)
@@ -130,6 +138,19 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             output_dir,
         )
     return results
+
+
+def check_strategy(trainer: pl.Trainer, module: pl.LightningModule) -> None:
+    """Sparse tables need nslm's DDP strategy across processes: Lightning's own would crash at the first
+    backward (gloo) or could not work at all (NCCL has no sparse all-reduce)."""
+    if trainer.world_size <= 1 or isinstance(trainer.strategy, SparseAwareDDPStrategy):
+        return
+    if module.sparse_parameters():
+        raise ConfigError(
+            f"trainer.strategy={type(trainer.strategy).__name__} cannot synchronise the sparse gradients of "
+            "loss.sparse_gradients / model.net.sparse_embedding across processes; use trainer=ddp (GPUs), "
+            "trainer=ddp_cpu or trainer=slurm, which select nslm's sparse-aware DDP"
+        )
 
 
 def oracle_ratios(last_eval: dict[str, float], best_val: Any, oracle: dict[str, float]) -> dict[str, float]:

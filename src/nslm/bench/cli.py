@@ -41,6 +41,7 @@ from nslm.bench.tables import markdown_report
 from nslm.build import build_loss, build_module
 from nslm.callbacks.throughput import TokenThroughput
 from nslm.data.windows import StreamLayout, TokenWindowDataset, WindowLoader
+from nslm.optim import build_optimizer
 from nslm.utils.atomic import atomic_write_json, atomic_write_text
 from nslm.utils.paths import config_dir
 
@@ -104,7 +105,10 @@ class Bench:
         cfg = compose_config(overrides)
         loss_fn = build_loss(cfg, vocab.counts).to(self.device)
         net.embedding.sparse = bool(cfg.model.net.sparse_embedding)
-        optimizer = instantiate(cfg.model.optimizer)(params=[*net.parameters(), *loss_fn.parameters()])
+        named = [*net.named_parameters(), *loss_fn.named_parameters()]
+        optimizer = build_optimizer(
+            instantiate(cfg.model.optimizer), named, net.sparse_tables(loss_fn.sparse_gradients)
+        )
         return profile_nslm_step(
             net, loss_fn, optimizer, dataset, cfg.trainer.gradient_clip_val, self.device, self.autocast,
             steps=self.args.steps, max_seconds=self.args.max_seconds,

@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 
 from nslm.data.windows import TokenWindowDataset
-from nslm.lm_module import clip_sparse_aware_
+from nslm.optim import clip_sparse_aware_
 
 PARTS = ("lstm", "loss", "sampling", "optimizer")
 

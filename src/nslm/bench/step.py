@@ -16,7 +16,7 @@ from hydra import compose, initialize_config_dir
 from nslm.build import build_module
 from nslm.data.vocab import Vocabulary
 from nslm.data.windows import StreamLayout, TokenWindowDataset
-from nslm.lm_module import clip_sparse_aware_
+from nslm.optim import build_optimizer, clip_sparse_aware_
 from nslm.utils.paths import config_dir
 
 
@@ -45,7 +45,7 @@ def time_steps(overrides: list[str], vocab: Vocabulary, tokens: np.ndarray, step
         )
     module = build_module(cfg, vocab)
     net, loss_fn = module.net, module.loss
-    optimizer = module.optimizer_factory(params=module.parameters())
+    optimizer = build_optimizer(module.optimizer_factory, list(module.named_parameters()), module.sparse_parameters())
     clip = cfg.trainer.gradient_clip_val
     dataset = TokenWindowDataset(tokens, StreamLayout(len(tokens), cfg.data.batch_size), cfg.data.bptt)
     net.train()

@@ -56,6 +56,7 @@ class LanguageModelDataModule(pl.LightningDataModule):
         self.corpus = corpus
         self.cache_dir = Path(cache_dir)
         self._cache: TokenCache | None = None
+        self._skip: tuple[int, int] | None = None  # (epoch, windows) a resumed run has already trained
 
     def prepare_data(self) -> None:
         self.cache  # noqa: B018 - builds the token cache (idempotent, safe across processes)
@@ -116,13 +117,17 @@ class LanguageModelDataModule(pl.LightningDataModule):
             )
         return math.ceil(streams / world)
 
+    def skip_train_windows(self, epoch: int, count: int) -> None:
+        """Resuming: the first `count` training windows of `epoch` were trained before the checkpoint; the
+        next train loader starts after them if the run resumes inside that epoch."""
+        self._skip = (epoch, count)
+
     def train_dataloader(self) -> WindowLoader:
         loader = self._loader("train", self.hparams.batch_size)
-        # A run resumed mid-epoch continues at the window after its checkpoint (the module knows which).
-        module = self.trainer.lightning_module if self.trainer else None
-        done = module.resume_windows(self.trainer.current_epoch) if hasattr(module, "resume_windows") else 0
-        if 0 < done < len(loader.dataset):
-            loader.skip_windows(done)
+        skip, self._skip = self._skip, None
+        epoch = self.trainer.current_epoch if self.trainer else 0  # Lightning builds it after restoring loops
+        if skip is not None and skip[0] == epoch and 0 < skip[1] < len(loader.dataset):
+            loader.skip_windows(skip[1])
         return loader
 
     def val_dataloader(self) -> WindowLoader:

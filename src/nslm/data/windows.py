@@ -23,21 +23,13 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import NamedTuple
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
+from nslm.batch import IGNORE_INDEX, TokenWindow
 from nslm.errors import ConfigError
-
-IGNORE_INDEX = -100
-
-
-class TokenWindow(NamedTuple):
-    inputs: torch.Tensor  # [bptt, batch] int64
-    targets: torch.Tensor  # [bptt, batch] int64, IGNORE_INDEX where padded
-    num_tokens: int  # targets that count (not padded)
 
 
 @dataclass(frozen=True)

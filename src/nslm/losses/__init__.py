@@ -1,6 +1,8 @@
-"""Output objectives. Each takes LSTM features, targets and the output embedding and returns a loss;
-evaluation always goes through `exact_token_nll` so every objective is measured on the same ruler."""
+"""Output objectives (`base.OutputObjective`). Each takes LSTM features, targets and the output embedding
+and returns a loss; evaluation goes through the objective's `token_nll`, the exact normalised NLL of the
+model, so every objective is measured on the same ruler."""
 
+from nslm.losses.base import OutputObjective
 from nslm.losses.exact import exact_token_nll
 from nslm.losses.full import FullSoftmaxLoss
 from nslm.losses.nce import NCELoss
@@ -12,6 +14,7 @@ __all__ = [
     "FullSoftmaxLoss",
     "NCELoss",
     "NegativeSamplingLoss",
+    "OutputObjective",
     "SampledLoss",
     "SampledSoftmaxLoss",
     "exact_token_nll",

@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from nslm.data.windows import IGNORE_INDEX
+from nslm.batch import IGNORE_INDEX
 
 MAX_LOGITS_PER_CHUNK = 1 << 24  # 64 MB of fp32 logits at a time
 

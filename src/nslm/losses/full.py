@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
-from nslm.data.windows import IGNORE_INDEX
+from nslm.batch import IGNORE_INDEX
+from nslm.losses.base import OutputObjective
 
 
-class FullSoftmaxLoss(nn.Module):
+class FullSoftmaxLoss(OutputObjective):
     """Mean cross-entropy over the non-padded targets, with every vocabulary word as a competitor."""
 
     #: the training loss is the true NLL, so exp(loss) is a perplexity (not so for sampled objectives)

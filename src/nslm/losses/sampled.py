@@ -16,10 +16,10 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
-from nslm.data.windows import IGNORE_INDEX
+from nslm.batch import IGNORE_INDEX
 from nslm.errors import ConfigError
+from nslm.losses.base import OutputObjective
 from nslm.samplers.base import CandidateSampler
 
 
@@ -40,7 +40,7 @@ def gather_rows(ids: torch.Tensor, table: torch.Tensor, sparse: bool) -> torch.T
     return F.embedding(ids, table, sparse=sparse)
 
 
-class SampledLoss(nn.Module):
+class SampledLoss(OutputObjective):
     """Base class of the sampled objectives; subclasses turn `SampledScores` into a loss."""
 
     exact = False  # the training loss is not the NLL: no train/ppl is reported
@@ -88,9 +88,6 @@ class SampledLoss(nn.Module):
             correct_bias if correct_bias is not None else (self.correct_by_default or sampler.uses_batch)
         )
         self.sparse_gradients = sparse_gradients
-
-    def initialize_output_layer(self, bias: torch.Tensor | None) -> None:
-        """Hook for objectives that need a particular output-bias start (NCE)."""
 
     def _sample(self, targets: torch.Tensor, valid: torch.Tensor):
         if not self.sampler.uses_batch or bool(valid.all()):

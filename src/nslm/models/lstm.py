@@ -75,6 +75,16 @@ class LSTMLanguageModel(nn.Module):
     def output_bias(self) -> torch.Tensor:
         return self.decoder.bias
 
+    def sparse_tables(self, sparse_output: bool) -> list[nn.Parameter]:
+        """The tables whose gradient is a sparse tensor over the rows a step used, given whether the loss
+        gathers output rows sparsely: the input embedding with `sparse_embedding`, the output embedding
+        with a sparse sampled loss. A tied table counts only when both of its uses are sparse (otherwise
+        its gradient comes out dense)."""
+        embedding, output = self.embedding.weight, self.output_weight
+        if output is embedding:
+            return [output] if self.embedding.sparse and sparse_output else []
+        return [param for param, sparse in ((embedding, self.embedding.sparse), (output, sparse_output)) if sparse]
+
     def forward(self, inputs: torch.Tensor, hidden: Hidden | None = None) -> tuple[torch.Tensor, Hidden]:
         """inputs [time, batch] ids -> features [time, batch, features], new hidden state.
 

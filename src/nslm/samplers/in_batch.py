@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 import torch
 
-from nslm.distributed import gather_from_all_ranks
+from nslm.distributed.collectives import gather_from_all_ranks
 from nslm.errors import ConfigError
 from nslm.samplers.base import Candidates, CandidateSampler, as_counts, log_expected_count
 

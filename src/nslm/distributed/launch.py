@@ -1,4 +1,4 @@
-"""Multi-process plumbing: DDP children under Hydra, ranks started by submitit, gathering across ranks.
+"""Starting ranks: DDP children under Hydra, ranks started by submitit, a process's rank before DDP exists.
 
 Lightning's `ddp` strategy starts ranks 1..N-1 by re-running the command line. Under a Hydra multirun
 that command is the whole sweep (`-m a=1,2 b=3,4`), so each child would launch the sweep again; and
@@ -17,9 +17,6 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-
-import torch
-import torch.distributed as dist
 
 #: overrides rank 0 decided at run time and its children must share (where a resumed run continues)
 _child_overrides: list[str] = []
@@ -86,19 +83,3 @@ def export_submitit_rank_env() -> None:
     if job_env.num_tasks > 1:
         TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
         os.environ.setdefault("NODE_RANK", str(job_env.node))
-
-
-def gather_from_all_ranks(values: torch.Tensor) -> torch.Tensor:
-    """Concatenate a 1-D tensor's values from every rank (sizes may differ); no gradient flows through."""
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-        return values
-    world = dist.get_world_size()
-    size = torch.tensor([values.numel()], device=values.device)
-    sizes = [torch.zeros_like(size) for _ in range(world)]
-    dist.all_gather(sizes, size)
-    longest = int(max(s.item() for s in sizes))
-    padded = torch.zeros(longest, dtype=values.dtype, device=values.device)
-    padded[: values.numel()] = values
-    gathered = [torch.zeros_like(padded) for _ in range(world)]
-    dist.all_gather(gathered, padded)
-    return torch.cat([chunk[: int(n.item())] for chunk, n in zip(gathered, sizes, strict=True)])
