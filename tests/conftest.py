@@ -22,6 +22,21 @@ def shared_data_dir() -> Path | None:
     return None
 
 
+def ptb_data_root(tmp_path_factory) -> Path:
+    """The shared PTB copy, else (a fresh clone) the copy bundled with nslm, unpacked once per session."""
+    shared = shared_data_dir()
+    if shared is not None:
+        return shared
+    from nslm.data.bundle import unpack_corpus
+    from nslm.data.corpora import PennTreebank
+
+    target = tmp_path_factory.getbasetemp() / "bundled-data"
+    if not all((target / "ptb" / spec.name).is_file() for spec in PennTreebank.FILES.values()):
+        files = {split: (spec.name, spec.sha256) for split, spec in PennTreebank.FILES.items()}
+        unpack_corpus("ptb", files, [target / "ptb"])
+    return target
+
+
 @pytest.fixture(autouse=True)
 def _isolated_env(tmp_path_factory, monkeypatch):
     """No test writes into the checkout or reaches the network: caches and W&B live in tmp dirs."""
@@ -30,19 +45,13 @@ def _isolated_env(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("WANDB_DIR", str(tmp_path_factory.getbasetemp() / "wandb"))
     # subprocesses run this checkout's code (and can import tests.helpers), not another checkout in .venv
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(REPO / "src"), str(REPO)]))
-    data = shared_data_dir()
-    if data is not None:
-        monkeypatch.setenv("NSLM_DATA_DIR", str(data))
-    else:
-        monkeypatch.setenv("NSLM_DATA_DIR", str(tmp_path_factory.getbasetemp() / "no-data"))
+    # PTB never comes from the network here: the shared copy, or the one bundled with nslm
+    monkeypatch.setenv("NSLM_DATA_DIR", str(ptb_data_root(tmp_path_factory)))
 
 
 @pytest.fixture
-def ptb_dir() -> Path:
-    data = shared_data_dir()
-    if data is None:
-        pytest.skip("PTB not found: set NSLM_DATA_DIR to a directory with ptb/ptb.{train,valid,test}.txt")
-    return data / "ptb"
+def ptb_dir(tmp_path_factory) -> Path:
+    return ptb_data_root(tmp_path_factory) / "ptb"
 
 
 def write_corpus(directory: Path, words: int = 3000, vocab: int = 50, seed: int = 0) -> dict[str, Path]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import time
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -89,3 +90,29 @@ class KillOnceInJob(pl.Callback):
         if HydraConfig.get().job.num == self.job and trainer.global_step == self.step and not self.marker.exists():
             self.marker.write_text(str(self.step))
             os.kill(os.getpid(), signal.SIGKILL)
+
+
+class SignalAtStep(pl.Callback):
+    """Send `signal_name` to this process (rank 0 only) after optimizer step `step`, unless `marker` exists."""
+
+    def __init__(self, step: int, signal_name: str, marker: str) -> None:
+        self.step, self.signum, self.marker = step, getattr(signal, signal_name), Path(marker)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if trainer.global_step == self.step and trainer.is_global_zero and not self.marker.exists():
+            self.marker.write_text(str(self.step))
+            os.kill(os.getpid(), self.signum)
+
+
+class PauseAtStep(pl.Callback):
+    """After optimizer step `step`, write `paused` and wait until `release` exists (a run kept alive), unless
+    `paused` exists already (so a second process running the same command does not pause)."""
+
+    def __init__(self, step: int, paused: str, release: str) -> None:
+        self.step, self.paused, self.release = step, Path(paused), Path(release)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if trainer.global_step == self.step and not self.paused.exists():
+            self.paused.write_text(str(os.getpid()))
+            while not self.release.exists():
+                time.sleep(0.05)

@@ -71,10 +71,17 @@ def test_two_ddp_ranks_match_one_process_and_see_disjoint_windows(tiny_corpus, t
 
 
 def test_ddp_through_submitit_local_with_two_tasks(tiny_corpus, tmp_path):
+    """The launcher path SLURM takes (tasks started by submitit), with a sampled objective and sparse
+    input embedding: both tables go through nslm's sparse-aware DDP."""
     sweep = tmp_path / "sweep"
     done = run_train_cli(
         "-m",
         *ddp_overrides(tiny_corpus, tmp_path / "ddp", tmp_path / "logs"),
+        "loss=nce",
+        "sampler=mixed",
+        "sampler.cross_device=true",
+        "loss.num_negatives=16",
+        "model.net.sparse_embedding=true",
         "hydra/launcher=local_ddp",  # submitit starts the 2 ranks as tasks, as SLURM would
         "trainer=ddp_cpu",
         "data.batch_size=2",

@@ -11,12 +11,14 @@ import pytest
 import pytorch_lightning as pl
 import torch
 from fsspec.implementations.local import LocalFileOpener
+from omegaconf import OmegaConf
 
 from nslm.data import token_cache
 from nslm.data.token_cache import prepare_token_cache
-from nslm.errors import NslmError
+from nslm.errors import ConfigError, NslmError
 from nslm.train import train
 from nslm.utils.atomic import atomic_write_json
+from nslm.utils.instantiate import instantiate_trainer
 from tests.conftest import compose_train, run_train_cli, tiny_overrides
 
 
@@ -107,3 +109,29 @@ def test_a_checkpoint_interrupted_while_written_keeps_the_previous_one(tiny_corp
     assert written, "the checkpoint writer did not reach the disk"
     assert last.read_bytes() == before
     assert torch.load(last, weights_only=True)["nslm"]["vocab_fingerprint"]
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("trainer.devices=0", "the trainer settings were refused: `Trainer(devices=0)` value is not a valid input"),
+        ("++trainer.max_epoch=3", "trainer.max_epoch is not an argument of pytorch_lightning.Trainer; did you mean "
+                                  "trainer.max_epochs?"),
+        ("trainer.accelerator=tpuu", "invalid accelerator name: `accelerator='tpuu'`"),
+        ("trainer.gradient_clip_algorithm=nrm", "`gradient_clip_algorithm` nrm is invalid"),
+    ],
+)  # fmt: skip
+def test_trainer_settings_lightning_refuses_are_one_config_error_line(tmp_path, override, message):
+    cfg = compose_train([override], tmp_path)
+    with pytest.raises(ConfigError) as info:
+        instantiate_trainer(cfg.trainer, logger=False)
+    assert message in str(info.value) and "\n" not in str(info.value)
+    assert info.value.__cause__ is None and info.value.__suppress_context__  # no chained traceback either
+
+
+def test_instantiate_trainer_builds_a_trainer_and_lets_bugs_through(tmp_path):
+    trainer = instantiate_trainer(compose_train(["trainer.max_epochs=3"], tmp_path).trainer, logger=False)
+    assert isinstance(trainer, pl.Trainer) and trainer.max_epochs == 3
+    with pytest.raises(Exception, match="invalid literal") as info:  # raised outside Lightning: not a setting
+        instantiate_trainer(OmegaConf.create({"_target_": "builtins.int", "_args_": ["x"]}))
+    assert not isinstance(info.value, NslmError)

@@ -8,9 +8,10 @@ import sys
 import pytest
 import torch
 import torch.nn.functional as F
+from omegaconf import OmegaConf
 
 from nslm.checkpoint import checkpoint_vocabulary, module_from_checkpoint, read_checkpoint
-from nslm.generate import generate
+from nslm.generate import _run, generate
 from nslm.train import train
 from tests.conftest import REPO, compose_train, tiny_overrides
 
@@ -65,3 +66,21 @@ def test_cli_prints_text_and_rejects_bad_settings_in_one_line(checkpoint):
     assert 2 < len(words) <= 32 and set(words) <= set(load_net(checkpoint)[1].itos)
     bad = run("temperature=0")
     assert bad.returncode == 2 and bad.stderr.strip().startswith("nslm-generate: error: temperature must be > 0")
+    bad = run("num_words=abc")
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1, bad.stderr
+    assert bad.stderr.startswith("nslm-generate: error: num_words must be a whole number, got 'abc'")
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [("num_words", "abc", "num_words must be a whole number, got 'abc'"), ("top_k", 2.5, "top_k must be a whole"),
+     ("seed", True, "seed must be a whole"), ("temperature", "hot", "temperature must be a number, got 'hot'")],
+)  # fmt: skip
+def test_settings_of_the_wrong_kind_are_one_line_errors(key, value, message, monkeypatch, capsys):
+    cfg = OmegaConf.create({"ckpt_path": "/nonexistent.ckpt", "prompt": "", "num_words": 5, "temperature": 1.0,
+                            "top_k": 0, "seed": 1, key: value})  # fmt: skip
+    with pytest.raises(SystemExit) as info:
+        _run(cfg)
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"nslm-generate: error: {message}") and err.count("\n") == 1, err

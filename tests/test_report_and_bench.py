@@ -119,3 +119,74 @@ def test_bench_times_every_row_splits_the_step_and_reports_memory(tmp_path):
 def test_bench_rejects_unknown_names():
     with pytest.raises(SystemExit):
         run_bench(["--samplers", "zipf"])
+
+
+GOOD_RUN = {
+    "status": "completed",
+    "val/ppl": 120.0,
+    "test/ppl": 115.0,
+    "vocab_size": 50,
+    "wall_seconds": 90.0,
+    "history": [{"epoch": 0, "seconds": 45.0, "val/ppl": 150.0}, {"epoch": 1, "seconds": 90.0, "val/ppl": 120.0}],
+    "config": {"loss": {"_target_": "nslm.losses.FullSoftmaxLoss"}, "data": {"corpus": {"_target_": "x.Tiny"}}},
+}
+BAD_FILES = {  # file -> (content, what the warning must say)
+    "list/results.json": ("[1, 2]", "holds a list, not an object"),
+    "config/results.json": (json.dumps({**GOOD_RUN, "config": "oops"}), '"config" is a string, not an object'),
+    "history/results.json": (
+        json.dumps({**GOOD_RUN, "history": [{"epoch": 0, "val/ppl": 150.0}]}),
+        'history entry 0 lacks a numeric "seconds"',
+    ),
+    "truncated/results.json": (json.dumps(GOOD_RUN)[:40], "is not valid JSON"),
+    "bench-a/bench.json": ("{", "is not valid JSON"),
+    "bench-b/bench.json": (json.dumps({"rows": [{"k": 8}]}), "row 0 lacks vocab_size, tokens_per_sec"),
+}
+
+
+def _write(root, files: dict[str, str]) -> None:
+    for name, text in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(text)
+
+
+def test_report_skips_each_damaged_file_with_one_warning(tmp_path, capsys):
+    runs = tmp_path / "runs"
+    _write(runs, {"good/results.json": json.dumps(GOOD_RUN), **{n: text for n, (text, _) in BAD_FILES.items()}})
+    done = report([str(runs), "--out", str(tmp_path / "out")])
+    assert [run.run for run in done["runs"]] == ["good"]
+    warnings = capsys.readouterr().err.splitlines()
+    warnings = [line for line in warnings if line.startswith("nslm-report: warning: skipping ")]
+    assert len(warnings) == len(BAD_FILES)
+    for name, (_, problem) in BAD_FILES.items():
+        assert any(str(runs / name) in line and problem in line for line in warnings), (name, warnings)
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        "report.csv",
+        "report.md",
+        "val_ppl_vs_time.png",
+    ]
+
+
+def test_report_of_only_damaged_files_is_one_line_and_writes_nothing(tmp_path):
+    _write(tmp_path / "runs", {n: text for n, (text, _) in BAD_FILES.items()})
+    command = [sys.executable, "-c", "from nslm.report import main; main()", str(tmp_path / "runs")]
+    done = subprocess.run([*command, "--out", str(tmp_path / "out")], cwd=REPO, capture_output=True, text=True)
+    assert done.returncode == 2
+    errors = [line for line in done.stderr.splitlines() if not line.startswith("nslm-report: warning:")]
+    assert len(errors) == 1 and errors[0].startswith("nslm-report: error: no usable results.json or bench.json")
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_failure_while_drawing_leaves_no_partial_report(tmp_path, monkeypatch):
+    _write(tmp_path / "runs", {"good/results.json": json.dumps(GOOD_RUN)})
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "report.md").write_text("the previous report\n")
+
+    def broken(*args):
+        raise RuntimeError("matplotlib broke")
+
+    monkeypatch.setattr("nslm.report_plots.val_ppl_vs_time", broken)
+    with pytest.raises(RuntimeError, match="matplotlib broke"):
+        report([str(tmp_path / "runs"), "--out", str(tmp_path / "out")])
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["report.md"]  # the old one, untouched
+    assert (tmp_path / "out" / "report.md").read_text() == "the previous report\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "runs"]  # no staging directory left

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytorch_lightning as pl
+import torch
 from hydra.utils import instantiate
 from pytorch_lightning.callbacks import ModelCheckpoint
 
@@ -80,13 +81,16 @@ def read_val_ppl(path: Path) -> dict[int, float]:
         return {int(row["epoch"]): float(row["val/ppl"]) for row in csv.DictReader(handle) if row.get("val/ppl")}
 
 
+FAKE_CHECKPOINT = {"nslm": {"config": {}, "vocab_itos": ["<eos>", "<unk>"]}, "state_dict": {}}
+
+
 def _fake_run(root: Path, name: str, overrides: list[str], checkpoint: bool, status: str | None) -> Path:
     run = root / "train" / "runs" / name
     (run / ".hydra").mkdir(parents=True)
     (run / ".hydra" / "overrides.yaml").write_text("".join(f"- {item}\n" for item in overrides))
     if checkpoint:
         (run / "checkpoints").mkdir()
-        (run / "checkpoints" / "last.ckpt").write_bytes(b"x")
+        torch.save(FAKE_CHECKPOINT, run / "checkpoints" / "last.ckpt")
     if status:
         (run / "results.json").write_text(json.dumps({"status": status}))
     return run

@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import csv
 import json
+import signal
 from pathlib import Path
 
+import optuna
 from omegaconf import OmegaConf
+from optuna.trial import TrialState
 
 from tests.conftest import run_train_cli, tiny_overrides
 from tests.wandb_reader import read_offline_run
@@ -88,9 +91,8 @@ def test_a_failing_job_is_recorded_and_the_others_are_kept(tiny_corpus, tmp_path
     assert json.loads((sweep / "0" / "results.json").read_text())["status"] == "completed"
 
 
-def test_optuna_search_of_three_trials_reports_the_best_val_ppl(tiny_corpus, tmp_path):
-    sweep = tmp_path / "optuna"
-    done = run_train_cli(
+def test_a_killed_optuna_search_continues_its_study_when_run_again(tiny_corpus, tmp_path):
+    search = [
         *tiny_overrides(tiny_corpus),
         "hparams_search=ptb_optuna",
         "hydra.sweeper.n_trials=3",
@@ -99,11 +101,32 @@ def test_optuna_search_of_three_trials_reports_the_best_val_ppl(tiny_corpus, tmp
         "callbacks=none",
         "logger=[]",
         f"paths.log_dir={tmp_path / 'logs'}",
-        f"hydra.sweep.dir={sweep}",
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
+        # SIGKILL the whole search at step 20 of trial 1, once
+        "+callbacks.kill._target_=tests.helpers.KillOnceInJob",
+        "+callbacks.kill.job=1",
+        "+callbacks.kill.step=20",
+        f"+callbacks.kill.marker={tmp_path / 'killed'}",
+    ]
+    searches = tmp_path / "logs" / "train" / "multiruns"
+    killed = run_train_cli(*search)
+    assert killed.returncode == -signal.SIGKILL and (tmp_path / "killed").exists()
+    [sweep] = list(searches.iterdir())  # named after the search, not the time: the re-run finds it
+    assert sweep.name.startswith("ptb_optuna-") and (sweep / "optuna.db").is_file()
+    job0 = (sweep / "0" / "results.json").read_text()
+    trial1 = OmegaConf.load(sweep / "1" / ".hydra" / "overrides.yaml")
+    assert not (sweep / "1" / "results.json").exists()
+
+    again = run_train_cli(*search)  # the same command
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert list(searches.iterdir()) == [sweep]
+    assert (sweep / "0" / "results.json").read_text() == job0  # the finished trial was kept, not run again
+    assert OmegaConf.load(sweep / "1" / ".hydra" / "overrides.yaml") == trial1  # the killed one ran again as it was
     rows = read_summary(sweep)
-    assert len(rows) == 3 and {row["status"] for row in rows} == {"completed"}
+    assert [(row["job"], row["status"]) for row in rows] == [("0", "completed"), ("1", "completed"), ("2", "completed")]
+    study = optuna.load_study(study_name=sweep.name, storage=f"sqlite:///{sweep / 'optuna.db'}")
+    assert [(t.number, t.state) for t in study.trials] == [(n, TrialState.COMPLETE) for n in range(3)]  # 3 in all
+    assert [t.value for t in study.trials] == [float(row["val/ppl"]) for row in rows]  # trial N is job N
+    assert {f"{key}={value}" for key, value in study.trials[1].params.items()} <= set(trial1)
     best = OmegaConf.load(sweep / "optimization_results.yaml")
     assert best.best_value == min(float(row["val/ppl"]) for row in rows)
     # model.optimizer.lr is fixed on this command line (tiny_overrides), so Optuna searches the other two

@@ -2,6 +2,8 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import time
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -10,6 +12,7 @@ from nslm.data import token_cache
 from nslm.data.corpora import PennTreebank
 from nslm.data.token_cache import prepare_token_cache
 from nslm.errors import NslmError
+from nslm.utils import atomic
 from nslm.utils.hashing import sha256_file
 
 
@@ -107,3 +110,56 @@ def test_invalid_utf8_is_replaced_and_counted(tiny_corpus, tmp_path):
     cache = prepare_token_cache("tiny", tiny_corpus, tmp_path)
     assert cache.meta["splits"]["train"]["replaced_chars"] == 1
     assert "caf\ufffd" in cache.vocab.stoi
+
+
+def _age(path, seconds: float = 2 * 24 * 3600) -> None:
+    old = time.time() - seconds
+    os.utime(path, (old, old), follow_symlinks=False)
+
+
+def test_stale_temporaries_of_any_kind_never_break_a_cache_build(tiny_corpus, tmp_path):
+    cache_dir, outside = tmp_path / "cache", tmp_path / "outside"
+    cache_dir.mkdir()
+    (outside / "keep").mkdir(parents=True)
+    stale = {
+        "dangling": ("tiny-x.tmp-dangling", lambda p: p.symlink_to(tmp_path / "gone")),
+        "file": ("hashes.json.tmp-file", lambda p: p.write_text("half")),
+        "dir": ("tiny-y.tmp-dir", lambda p: (p.mkdir(), (p / "train.bin").write_bytes(b"\0" * 8))),
+        "link to a dir": ("tiny-z.tmp-link", lambda p: p.symlink_to(outside)),
+    }
+    for name, make in stale.values():
+        make(cache_dir / name)
+        _age(cache_dir / name)
+    fresh = cache_dir / "tiny-w.tmp-live"  # a writer at work right now: left alone
+    fresh.mkdir()
+    cache = prepare_token_cache("tiny", tiny_corpus, cache_dir)
+    assert len(cache.tokens("train")) > 0
+    assert sorted(p.name for p in cache_dir.iterdir() if ".tmp-" in p.name) == [fresh.name]
+    assert (outside / "keep").is_dir()  # a link is removed, never what it points to
+
+
+def test_cleaning_tolerates_entries_that_vanish_and_concurrent_cleaners(tmp_path, monkeypatch):
+    names = [f"c{i}.tmp-{i}" for i in range(200)]
+    for name in names:
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "f").write_text("x")
+        _age(tmp_path / name)
+    real_scandir = os.scandir
+
+    def listing_then_vanish(path):  # another cleaner removes an entry between our listing and our stat
+        monkeypatch.setattr(os, "scandir", real_scandir)  # only this listing (shutil.rmtree lists too)
+        entries = list(real_scandir(path))
+        (tmp_path / names[0] / "f").unlink()
+        (tmp_path / names[0]).rmdir()
+        return iter(entries)
+
+    monkeypatch.setattr(os, "scandir", listing_then_vanish)
+    atomic.remove_stale_temporaries(tmp_path, older_than_s=3600)
+    assert list(tmp_path.iterdir()) == []
+
+    for name in names:
+        (tmp_path / name).mkdir()
+        _age(tmp_path / name)
+    with ThreadPoolExecutor(4) as pool:  # four cleaners on the same 200 entries: no error, nothing left
+        list(pool.map(lambda _: atomic.remove_stale_temporaries(tmp_path, older_than_s=3600), range(4)))
+    assert list(tmp_path.iterdir()) == []

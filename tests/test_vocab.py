@@ -1,10 +1,11 @@
 from __future__ import annotations
 
+import random
 from collections import Counter
 
 import pytest
 
-from nslm.data.vocab import EOS, UNK, Vocabulary
+from nslm.data.vocab import EOS, UNK, Vocabulary, read_lines, read_words
 
 
 def test_ids_sorted_by_frequency_ties_in_first_seen_order():
@@ -50,3 +51,30 @@ def test_save_load_roundtrip(tmp_path):
     loaded = Vocabulary.load(tmp_path / "v.json")
     assert loaded.itos == vocab.itos and loaded.counts == vocab.counts
     assert loaded.fingerprint == vocab.fingerprint
+
+
+def _pieces_to_lines(pieces) -> list[list[str]]:
+    lines, current = [], []
+    for words, ended in pieces:
+        current += words
+        if ended:
+            lines.append(current)
+            current = []
+    assert current == []  # every piece belongs to a line that ends
+    return lines
+
+
+def test_long_lines_stream_in_pieces_with_the_same_words_and_line_ends(tmp_path):
+    rng = random.Random(0)
+    alphabet = ["a", "bb", "ccc", "é", " ", "  ", "\t", "\n", "\r\n", "\r", "\n\n", "\u3000", "\x0c"]
+    texts = ["", "\n", "one", "one two\n", "x" * 40 + " y", " lead and trail \n", "no newline at the end"]
+    texts += ["".join(rng.choices(alphabet, k=rng.randint(1, 120))) for _ in range(60)]
+    for index, text in enumerate(texts):
+        path = tmp_path / f"{index}.txt"
+        path.write_bytes(text.encode("utf-8"))
+        expected = [line.split() for line in read_lines(path)]  # the line-at-a-time reading
+        for piece_chars in (1, 2, 3, 5, 8, 13, 1 << 18):
+            pieces = list(read_words(path, piece_chars=piece_chars))
+            assert _pieces_to_lines(pieces) == expected, (text, piece_chars)
+        counted = Vocabulary.from_pieces(read_words(path, piece_chars=3))
+        assert counted.itos == Vocabulary.from_lines(read_lines(path)).itos

@@ -31,10 +31,12 @@ class CheckpointError(NslmError):
     """A checkpoint that cannot be used: missing, unreadable, unsafe or not nslm's."""
 
 
-def run_metadata(cfg: DictConfig, vocab: Vocabulary) -> dict[str, Any]:
-    """What every checkpoint of a run carries: the resolved config and the vocabulary."""
+def run_metadata(cfg: DictConfig, vocab: Vocabulary, corpus_key: str | None = None) -> dict[str, Any]:
+    """What every checkpoint of a run carries: the resolved config, the vocabulary and the corpus it was
+    prepared from (its token cache's key: resuming on edited files is refused)."""
     return {
         "config": OmegaConf.to_container(cfg, resolve=True),
+        "corpus_key": corpus_key,
         "vocab_itos": vocab.itos,
         "vocab_counts": vocab.counts,
         "vocab_fingerprint": vocab.fingerprint,

@@ -21,6 +21,7 @@ from omegaconf import DictConfig
 from nslm.checkpoint import METADATA_KEY, checkpoint_config, module_from_checkpoint, read_checkpoint
 from nslm.errors import NslmError, exit_on_user_error
 from nslm.utils.atomic import atomic_write_json
+from nslm.utils.instantiate import instantiate_trainer
 from nslm.utils.paths import config_dir
 
 log = logging.getLogger(__name__)
@@ -39,7 +40,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
             "corpus built with the same vocabulary (same training file and max_vocab_size/min_freq)"
         )
     module = module_from_checkpoint(checkpoint, datamodule.vocab)
-    trainer: pl.Trainer = instantiate(cfg.trainer, logger=False, enable_checkpointing=False)
+    trainer: pl.Trainer = instantiate_trainer(cfg.trainer, logger=False, enable_checkpointing=False)
     trainer.validate(module, datamodule=datamodule, verbose=False)
     trainer.test(module, datamodule=datamodule, verbose=False)
     results = {

@@ -60,12 +60,24 @@ def format_text(words: list[str]) -> str:
     return " ".join(words).replace(f" {EOS} ", "\n").replace(f" {EOS}", "\n").replace(f"{EOS} ", "\n")
 
 
+def _number(cfg: DictConfig, key: str, kind: type) -> int | float:
+    """`cfg[key]` as an int or float; a value of the wrong kind (`num_words=abc`) is a one-line error."""
+    value = cfg[key]
+    if isinstance(value, bool) or not isinstance(value, (int, float) if kind is float else int):
+        example = {"num_words": 100, "top_k": 50, "seed": 1, "temperature": 0.8}[key]
+        wanted = "a number" if kind is float else "a whole number"
+        raise ConfigError(f"{key} must be {wanted}, got {value!r} (e.g. {key}={example})")
+    return kind(value)
+
+
 def _run(cfg: DictConfig) -> None:
     try:
+        num_words, top_k, seed = (_number(cfg, key, int) for key in ("num_words", "top_k", "seed"))
+        temperature = _number(cfg, "temperature", float)
         checkpoint = read_checkpoint(cfg.ckpt_path)
         vocab = checkpoint_vocabulary(checkpoint)
         net = module_from_checkpoint(checkpoint, vocab).net
-        words = generate(net, vocab, str(cfg.prompt or ""), cfg.num_words, cfg.temperature, cfg.top_k, cfg.seed)
+        words = generate(net, vocab, str(cfg.prompt or ""), num_words, temperature, top_k, seed)
     except Exception as err:
         exit_on_user_error("nslm-generate", err)
     print(((str(cfg.prompt) + " ") if cfg.prompt else "") + format_text(words))

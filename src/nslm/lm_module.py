@@ -131,9 +131,6 @@ class LanguageModelModule(pl.LightningModule):
         metric.reset()
         self._log_value(f"{prefix}/loss", mean_nll)
         self._log_value(f"{prefix}/ppl", math.exp(mean_nll), prog_bar=True)
-        oracle = getattr(self.trainer.datamodule, "oracle_ppl", None) or {}  # data=synthetic knows its best
-        if prefix in oracle:
-            self._log_value(f"{prefix}/ppl_over_oracle", math.exp(mean_nll) / oracle[prefix])
 
     def _log_value(self, name: str, value: float, prog_bar: bool = False) -> None:
         self.last_eval[name] = value

@@ -14,15 +14,18 @@ from __future__ import annotations
 import argparse
 import csv
 import io
-import json
+import os
+import shutil
 import sys
+import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from nslm.errors import NslmError, exit_on_user_error
-from nslm.run_dirs import read_results, run_choices
-from nslm.utils.atomic import atomic_write_text
+from nslm.report_inputs import BadInput, check_bench, check_results, read_json
+from nslm.run_dirs import run_choices
+from nslm.utils.atomic import TMP_MARK, atomic_write_text
 
 
 @dataclass
@@ -53,12 +56,18 @@ class Run:
 
 def _short_target(node: Any) -> str:
     target = node.get("_target_", "") if isinstance(node, dict) else ""
-    return target.rsplit(".", 1)[-1]
+    return target.rsplit(".", 1)[-1] if isinstance(target, str) else ""
 
 
-def read_run(run_dir: Path, root: Path) -> Run | None:
-    results = read_results(run_dir)
-    if results is None or ("config" not in results and results.get("status") != "failed"):
+def _node(config: dict, key: str) -> dict:
+    """A config section, or {} where a hand-edited results.json holds something else there."""
+    value = config.get(key)
+    return value if isinstance(value, dict) else {}
+
+
+def read_run(run_dir: Path, root: Path, results: dict[str, Any]) -> Run | None:
+    """The run of a checked results.json (`nslm.report_inputs`); None for one that is not a training run's."""
+    if "config" not in results and results.get("status") != "failed":  # e.g. nslm-eval's results
         return None
     config = results.get("config") or {}
     choices = run_choices(run_dir)
@@ -67,8 +76,8 @@ def read_run(run_dir: Path, root: Path) -> Run | None:
     sampler = (choices.get("sampler") or _short_target(config.get("sampler"))) if sampled else ""
     k = None
     if sampled:
-        k = "batch" if sampler == "in_batch" else (config.get("loss") or {}).get("num_negatives")
-    corpus = choices.get("data") or _short_target((config.get("data") or {}).get("corpus"))
+        k = "batch" if sampler == "in_batch" else _node(config, "loss").get("num_negatives")
+    corpus = choices.get("data") or _short_target(_node(config, "data").get("corpus"))
     wall = results.get("wall_seconds")
     return Run(
         run=str(run_dir.relative_to(root)) if run_dir != root else run_dir.name,
@@ -91,22 +100,41 @@ def read_run(run_dir: Path, root: Path) -> Run | None:
     )
 
 
+def warn(message: str) -> None:
+    print(f"nslm-report: warning: {message}", file=sys.stderr)
+
+
 def collect(directories: list[Path]) -> tuple[list[Run], list[dict]]:
-    """Runs (each run directory once, also when a resumed run reported in two places) and bench reports."""
+    """Runs (each run directory once, also when a resumed run reported in two places) and bench reports.
+
+    A file that cannot be used is skipped with one warning line; an error only if nothing usable is left.
+    """
     runs: dict[str, Run] = {}
-    benches = []
+    benches, skipped = [], 0
     for directory in directories:
         if not directory.is_dir():
             raise NslmError(f"{directory} is not a directory; give nslm-report run or sweep directories")
         for results_file in sorted(directory.rglob("results.json")):
-            run = read_run(results_file.parent, directory)
+            try:
+                run = read_run(results_file.parent, directory, check_results(read_json(results_file)))
+            except BadInput as problem:
+                warn(f"skipping {results_file}: {problem}")
+                skipped += 1
+                continue
             if run is not None:
                 runs.setdefault(run.output_dir, run)
         for bench_file in sorted(directory.rglob("bench.json")):
-            benches.append(json.loads(bench_file.read_text()))
+            try:
+                benches.append(check_bench(read_json(bench_file)))
+            except BadInput as problem:
+                warn(f"skipping {bench_file}: {problem}")
+                skipped += 1
     if not runs and not benches:
+        usable = (
+            f"no usable results.json or bench.json ({skipped} skipped)" if skipped else "no results.json or bench.json"
+        )
         raise NslmError(
-            f"no results.json or bench.json under {', '.join(map(str, directories))}; point nslm-report at "
+            f"{usable} under {', '.join(map(str, directories))}; point nslm-report at "
             "run or sweep directories (e.g. outputs/train/runs/..., outputs/train/multiruns/...)"
         )
     return list(runs.values()), benches
@@ -166,6 +194,33 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def publish(out: Path, runs: list[Run], benches: list[dict], markdown: str, plots: bool) -> dict[str, Path]:
+    """Write every file of the report into a staging directory first, then move them into `out`: a
+    failure while drawing leaves no partial report behind (and an older report in `out` as it was)."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}{TMP_MARK}", dir=out.parent))
+    try:
+        staged = {}
+        if runs:
+            staged["markdown"] = staging / "report.md"
+            staged["csv"] = staging / "report.csv"
+            atomic_write_text(staged["markdown"], markdown)
+            atomic_write_text(staged["csv"], csv_table(runs))
+        if plots:
+            from nslm.report_plots import write_plots  # matplotlib only when plotting
+
+            staged.update(write_plots(runs, benches, staging))
+        if staged:
+            out.mkdir(parents=True, exist_ok=True)
+        written = {}
+        for name, path in staged.items():
+            written[name] = out / path.name
+            os.replace(path, written[name])
+        return written
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
 def report(argv: list[str] | None = None) -> dict[str, Any]:
     """Write the report `argv` asks for; return what was written (paths) and the runs."""
     args = parse_args(argv)
@@ -173,16 +228,7 @@ def report(argv: list[str] | None = None) -> dict[str, Any]:
     out = args.out or args.dirs[0] / "report"
     ordered = table_rows(runs, args.sort)
     markdown = markdown_table(ordered) if ordered else ""
-    written = {}
-    if ordered:
-        written["markdown"] = out / "report.md"
-        written["csv"] = out / "report.csv"
-        atomic_write_text(written["markdown"], markdown)
-        atomic_write_text(written["csv"], csv_table(ordered))
-    if not args.no_plots:
-        from nslm.report_plots import write_plots  # matplotlib only when plotting
-
-        written.update(write_plots(ordered, benches, out))
+    written = publish(out, ordered, benches, markdown, plots=not args.no_plots)
     print(markdown, end="")
     for name, path in written.items():
         print(f"{name}: {path}", file=sys.stderr)

@@ -9,90 +9,79 @@ Returns the optimised metric (exact `val/ppl`) so Hydra sweepers can minimise it
 from __future__ import annotations
 
 import logging
+import sys
 import time
 from pathlib import Path
-from typing import Any
 
 import hydra
 import pytorch_lightning as pl
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.utils import instantiate
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig
 
 from nslm.build import build_module
-from nslm.callbacks import MidEpochResume, TokenThroughput, ValidationHistory
+from nslm.callbacks import MidEpochResume, OracleRatio, Preempted, Preemption, TokenThroughput, ValidationHistory
 from nslm.checkpoint import CheckpointMetadata, read_checkpoint, run_metadata
-from nslm.distributed import (
-    export_submitit_rank_env,
-    process_rank,
-    run_ddp_children_on_job_config,
-    share_with_ddp_children,
-)
-from nslm.distributed.strategy import SparseAwareDDPStrategy
-from nslm.errors import ConfigError, exit_on_user_error, user_error
+from nslm.data.datamodule import SyntheticDataModule
+from nslm.distributed import export_submitit_rank_env, process_rank, run_ddp_children_on_job_config
+from nslm.distributed.strategy import check_strategy
+from nslm.errors import exit_on_user_error, user_error
 from nslm.loggers import build_loggers, finish_wandb
-from nslm.resume import find_interrupted_run, is_finished, latest_checkpoint
-from nslm.utils.atomic import atomic_write_json
+from nslm.resume import keep_resume, resolve_resume
+from nslm.run_lock import RunLock
+from nslm.run_record import RunResults, write_completed, write_failed
 from nslm.utils.config_tree import print_config_tree
-from nslm.utils.instantiate import count_parameters, instantiate_each
+from nslm.utils.instantiate import count_parameters, instantiate_each, instantiate_trainer
 from nslm.utils.paths import config_dir
 
 log = logging.getLogger(__name__)
 
 
-def resolve_resume(cfg: DictConfig) -> None:
-    """With `resume: auto` and no `ckpt_path`, continue this run's interrupted predecessor (nslm.resume)."""
-    share_with_ddp_children([])  # nothing carried over from a previous job of the same multirun
-    if cfg.get("ckpt_path") or str(cfg.get("resume")).lower() != "auto" or not cfg.get("train"):
-        return
-    output_dir = Path(cfg.paths.output_dir)
-    found = None
-    if (own := latest_checkpoint(output_dir)) is not None:  # requeued into the same directory
-        found = (output_dir, own)
-    elif HydraConfig.initialized():
-        hydra_cfg = HydraConfig.get()
-        task_dir = Path(cfg.paths.log_dir) / str(cfg.task_name)
-        found = find_interrupted_run(task_dir, list(hydra_cfg.overrides.task), output_dir)
-    if found is None:
-        return
-    run_dir, checkpoint = found
-    log.info("resuming the interrupted run in %s from %s", run_dir, checkpoint.name)
-    with open_dict(cfg):
-        cfg.paths.output_dir = str(run_dir)
-        cfg.ckpt_path = str(checkpoint)
-    # DDP ranks that Lightning starts later must continue the same run from the same checkpoint
-    share_with_ddp_children([f'paths.output_dir="{run_dir}"', f'ckpt_path="{checkpoint}"', "resume=false"])
-
-
-def train(cfg: DictConfig) -> dict[str, Any]:
-    """Train and/or test as `cfg` says; return the results written to `<output_dir>/results.json`."""
+def train(cfg: DictConfig) -> RunResults:
+    """Train and/or test as `cfg` says; return the run record written to `<output_dir>/results.json`."""
     started = time.perf_counter()
     job_dir = Path(cfg.paths.output_dir)  # where Hydra put this job; may differ from output_dir on resume
-    resolve_resume(cfg)
-    pl.seed_everything(cfg.seed, workers=True)
-    output_dir = Path(cfg.paths.output_dir)
-
+    auto_resumed = resolve_resume(cfg)
     # read safely (weights_only) and checked before Lightning touches it: one line if it is unusable
     resume_from = read_checkpoint(cfg.ckpt_path, mmap=True) if cfg.get("ckpt_path") else None
 
     datamodule = instantiate(cfg.data)
     datamodule.prepare_data()  # every process may call it: the cache is published atomically
+    corpus = (datamodule.cache.directory.name, datamodule.vocab.fingerprint)
+    if resume_from is not None and not keep_resume(cfg, resume_from, auto_resumed, job_dir, corpus):
+        resume_from = None
+    lock = RunLock(Path(cfg.paths.output_dir)) if process_rank() == 0 else None  # rank 0 owns the run
+    if lock is not None:
+        lock.acquire()
+    try:
+        return _fit_and_test(cfg, datamodule, resume_from, started, job_dir)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _fit_and_test(cfg: DictConfig, datamodule, resume_from: dict | None, started: float, job_dir: Path) -> RunResults:
+    pl.seed_everything(cfg.seed, workers=True)
+    output_dir = Path(cfg.paths.output_dir)
     module = build_module(cfg, datamodule.vocab)
-    metadata = run_metadata(cfg, datamodule.vocab)
+    metadata = run_metadata(cfg, datamodule.vocab, corpus_key=datamodule.cache.directory.name)
 
     throughput, history = TokenThroughput(), ValidationHistory()
+    oracle = OracleRatio(datamodule.oracle_ppl) if isinstance(datamodule, SyntheticDataModule) else None
     callbacks = [
         *instantiate_each(cfg.get("callbacks")),
         throughput,
+        *([oracle] if oracle else []),  # before the history, which records the ratio
         history,
         MidEpochResume(datamodule),
+        Preemption(output_dir),
         CheckpointMetadata(metadata),
     ]
     if not cfg.trainer.get("enable_progress_bar", True):  # the flag wins over a configured bar
         callbacks = [c for c in callbacks if not isinstance(c, pl.callbacks.ProgressBar)]
     loggers = build_loggers(cfg, output_dir, resume_from["global_step"] if resume_from else None)
-    trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    trainer: pl.Trainer = instantiate_trainer(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     check_strategy(trainer, module)
     for logger in loggers:
         logger.log_hyperparams(metadata["config"])
@@ -107,12 +96,12 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     if cfg.get("test"):
         trainer.test(module, datamodule=datamodule, ckpt_path=best_path or None, weights_only=True)
 
-    results = {
-        "status": "completed",
-        "val/ppl": float(best_score) if best_score is not None else val_last,
+    val_ppl = float(best_score) if best_score is not None else val_last
+    results: RunResults = {
+        "val/ppl": val_ppl,
         "val/ppl_last": val_last,
         "test/ppl": module.last_eval.get("test/ppl"),
-        **oracle_ratios(module.last_eval, best_score, datamodule.oracle_ppl),
+        **(oracle.results(val_ppl, module.last_eval.get("test/ppl")) if oracle else {}),
         "train/tokens_per_sec": throughput.tokens_per_sec,
         "train/median_step_seconds": throughput.median_step_seconds,
         # this command's time plus the fit time of the segments before it, when it resumed a killed run
@@ -128,8 +117,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         "config": metadata["config"],
     }
     if trainer.is_global_zero:
-        for directory in dict.fromkeys([output_dir, job_dir]):  # a resumed run reports in both places
-            atomic_write_json(directory / "results.json", results)
+        write_completed([output_dir, job_dir], results)  # a resumed run reports in both places
         log.info(
             "done: val ppl %s | test ppl %s | %.0f tokens/s | outputs in %s",
             _fmt(results["val/ppl"]),
@@ -137,32 +125,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             results["train/tokens_per_sec"],
             output_dir,
         )
-    return results
-
-
-def check_strategy(trainer: pl.Trainer, module: pl.LightningModule) -> None:
-    """Sparse tables need nslm's DDP strategy across processes: Lightning's own would crash at the first
-    backward (gloo) or could not work at all (NCCL has no sparse all-reduce)."""
-    if trainer.world_size <= 1 or isinstance(trainer.strategy, SparseAwareDDPStrategy):
-        return
-    if module.sparse_parameters():
-        raise ConfigError(
-            f"trainer.strategy={type(trainer.strategy).__name__} cannot synchronise the sparse gradients of "
-            "loss.sparse_gradients / model.net.sparse_embedding across processes; use trainer=ddp (GPUs), "
-            "trainer=ddp_cpu or trainer=slurm, which select nslm's sparse-aware DDP"
-        )
-
-
-def oracle_ratios(last_eval: dict[str, float], best_val: Any, oracle: dict[str, float]) -> dict[str, float]:
-    """ppl / oracle ppl for val (of the best checkpoint, like `val/ppl`) and test, where an oracle exists."""
-    if not oracle:
-        return {}
-    val = float(best_val) if best_val is not None else last_eval.get("val/ppl")
-    test = last_eval.get("test/ppl")
-    ratios = {"val/oracle_ppl": oracle["val"], "test/oracle_ppl": oracle["test"]}
-    ratios["val/ppl_over_oracle"] = val / oracle["val"] if val is not None else None
-    ratios["test/ppl_over_oracle"] = test / oracle["test"] if test is not None else None
-    return ratios
+    return {**results, "status": "completed"}
 
 
 def record_failure(cfg: DictConfig, error: BaseException) -> None:
@@ -173,10 +136,7 @@ def record_failure(cfg: DictConfig, error: BaseException) -> None:
         output_dir = Path(cfg.paths.output_dir)
     except Exception:  # the config itself is what failed
         return
-    if is_finished(output_dir):
-        return
-    failure = {"status": "failed", "error": f"{type(error).__name__}: {error}", "output_dir": str(output_dir)}
-    atomic_write_json(output_dir / "results.json", failure)
+    write_failed(output_dir, error)
 
 
 def _fmt(value: float | None) -> str:
@@ -191,6 +151,10 @@ def _run(cfg: DictConfig) -> float | None:
     multirun = HydraConfig.get().mode == RunMode.MULTIRUN
     try:
         results = train(cfg)
+    except Preempted as stop:  # saved, recorded as interrupted: the same command resumes
+        finish_wandb(exit_code=stop.exit_code)
+        print(f"nslm-train: {stop}", file=sys.stderr)
+        raise SystemExit(stop.exit_code) from None
     except Exception as err:
         record_failure(cfg, err)
         finish_wandb(exit_code=1)

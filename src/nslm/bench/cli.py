@@ -4,6 +4,8 @@ exact softmax and a bare PyTorch loop of the same model, at several vocabulary s
     nslm-bench                                              # the default grid, ~6 min on a 2-core CPU
     nslm-bench --vocab-sizes 1000000 --ks 1024 --objectives sampled_softmax --samplers unigram
     nslm-bench --device cuda                                # on a GPU (bf16 autocast where supported)
+    nslm-bench --ddp 2 --vocab-sizes 10000,1000000 --objectives sampled_softmax --samplers unigram --ks 1024
+                                                            # 2-rank DDP fits: step time, bytes sent per rank
 
 The model is `experiment=ptb_example` (2x200 LSTM, batch 20, bptt 35) on Zipfian token ids. Every row is
 the median of repeated steps after a warm-up step. nslm's real exact-softmax step (the Lightning Trainer
@@ -35,6 +37,7 @@ from hydra.utils import instantiate
 from torch import nn
 
 from nslm.bench.bare_loop import ClassicRNNModel, bare_step, batchify, train_epoch
+from nslm.bench.ddp import ddp_rows
 from nslm.bench.profile import Clock, peak_memory, profile_nslm_step, reset_peak_memory, rss_mb, summarize
 from nslm.bench.step import zipf_tokens, zipf_vocabulary
 from nslm.bench.tables import markdown_report
@@ -74,8 +77,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--trainer-steps", type=int, default=150, help="steps per round, nslm Trainer vs bare")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--bf16", default="auto", choices=["auto", "on", "off"], help="autocast (CUDA only)")
+    parser.add_argument(
+        "--ddp",
+        type=int,
+        default=0,
+        metavar="RANKS",
+        help="instead of the grid: RANKS-rank DDP fits of each objective x sampler x k (nslm.bench.ddp)",
+    )
     parser.add_argument("--out", type=Path, default=Path("outputs/bench"))
     args = parser.parse_args(argv)
+    if args.ddp == 1 or args.ddp < 0:
+        parser.error("--ddp needs at least 2 ranks")
     for name in ("steps", "rounds", "trainer_steps"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
@@ -239,6 +251,8 @@ def run(argv: list[str] | None = None) -> dict:
     pl.seed_everything(0, verbose=False)
     bench = Bench(args)
     started = time.perf_counter()
+    if args.ddp:
+        return _write(args, argv, ddp_report(args, bench, started, argv))
     report = {
         "date": datetime.now().isoformat(timespec="seconds"),
         "command": shlex.join(["nslm-bench", *(sys.argv[1:] if argv is None else argv)]),
@@ -253,6 +267,25 @@ def run(argv: list[str] | None = None) -> dict:
         report["rows"] += bench.vocab_rows(vocab_size)
     add_speedups(report["rows"])
     report["seconds"] = time.perf_counter() - started
+    return _write(args, argv, report)
+
+
+def ddp_report(args: argparse.Namespace, bench: Bench, started: float, argv: list[str] | None) -> dict:
+    configs = [row for row in bench.grid() if row[0] != "full"]
+    report = {
+        "date": datetime.now().isoformat(timespec="seconds"),
+        "command": shlex.join(["nslm-bench", *(sys.argv[1:] if argv is None else argv)]),
+        "machine": machine(),
+        "device": bench.device.type,
+        "bf16_autocast": False,
+        "model": "experiment=ptb_example: 2x200 LSTM, batch 20 per rank, bptt 35, SGD, clip 0.25",
+        "ddp_rows": ddp_rows(args.ddp, args.vocab_sizes, configs, bench.device.type, args.steps),
+    }
+    report["seconds"] = time.perf_counter() - started
+    return report
+
+
+def _write(args: argparse.Namespace, argv: list[str] | None, report: dict) -> dict:
     out = args.out / datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
     atomic_write_json(out / "bench.json", report)
     markdown = markdown_report(report)

@@ -30,6 +30,30 @@ def headline(report: dict) -> list[str]:
     return lines
 
 
+def ddp_table(rows: list[dict]) -> list[str]:
+    lines = [
+        "",
+        f"DDP, {rows[0]['ranks']} ranks (median step of a real fit; bytes each rank sends per step for the "
+        "embedding tables: row all_gather measured for `sparse`, dense all-reduce for `dense`)",
+        "",
+        "| V | objective | sampler | k | sync | ms/step | tokens/s (all ranks) | MB sent/step/rank | "
+        "dense all-reduce MB | step vs smallest V |",
+        "|---:|---|---|---:|---|---:|---:|---:|---:|---:|",
+    ]
+    smallest = min(row["vocab_size"] for row in rows)
+    base = {(r["objective"], r["sampler"], r["k"], r["sync"]): r["median_step_s"] for r in rows
+            if r["vocab_size"] == smallest}  # fmt: skip
+    for row in rows:
+        reference = base.get((row["objective"], row["sampler"], row["k"], row["sync"]))
+        lines.append(
+            f"| {row['vocab_size']:,} | {row['objective']} | {row['sampler'] or ''} | {row['k'] or ''} | "
+            f"{row['sync']} | {_ms(row['median_step_s'])} | {row['tokens_per_sec']:,.0f} | "
+            f"{row['bytes_sent_per_step'] / 1e6:,.2f} | {row['dense_allreduce_bytes_per_step'] / 1e6:,.1f} | "
+            f"{_ratio(row['median_step_s'] / reference if reference else None)} |"
+        )
+    return lines
+
+
 def markdown_report(report: dict) -> str:
     machine = report["machine"]
     where = machine.get("gpu") or f"{machine['cpu']}, {machine['cores']} cores, {machine['threads']} torch threads"
@@ -38,9 +62,10 @@ def markdown_report(report: dict) -> str:
         f"{', bf16 autocast' if report['bf16_autocast'] else ', fp32'}; {report['seconds']:.0f} s",
         f"command: `{report['command']}`",
         f"model: {report['model']}",
-        "",
-        *headline(report),
     ]
+    if "ddp_rows" in report:
+        return "\n".join([*lines, *ddp_table(report["ddp_rows"])]) + "\n"
+    lines += ["", *headline(report)]
     memory_columns = ["peak RSS MB", "step memory MB"] + (["peak CUDA MB"] if report["device"] == "cuda" else [])
     for vocab_size in dict.fromkeys(row["vocab_size"] for row in report["rows"]):
         lines += [

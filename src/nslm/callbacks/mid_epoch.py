@@ -127,4 +127,3 @@ class MidEpochResume(pl.Callback):
             metric = trainer.callback_metrics.get(config.monitor) if config.monitor else None
             if config.reduce_on_plateau and config.interval == "epoch" and metric is not None:
                 pl_module.lr_scheduler_step(config.scheduler, metric)
-

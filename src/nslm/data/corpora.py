@@ -12,9 +12,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
+from nslm.data.bundle import unpack_corpus
 from nslm.data.download import download, safe_extract
 from nslm.data.token_cache import SPLITS, TokenCache, prepare_token_cache
-from nslm.errors import CorpusNotFoundError
+from nslm.errors import ChecksumError, CorpusNotFoundError
 
 log = logging.getLogger(__name__)
 
@@ -61,16 +62,41 @@ class PennTreebank(Corpus):
     def __init__(self, root: str | Path) -> None:
         self.directory = Path(root) / self.name
 
-    def split_files(self) -> dict[str, Path]:
+    def prepare(self, cache_dir: Path, max_vocab_size: int | None = None, min_freq: int = 1) -> TokenCache:
+        files = self.split_files(fallback_dir=Path(cache_dir) / "corpora")
+        return prepare_token_cache(self.name, files, cache_dir, max_vocab_size, min_freq)
+
+    def split_files(self, fallback_dir: Path | None = None) -> dict[str, Path]:
+        """The three files: in the data dir, else downloaded there, else the copy bundled with nslm.
+
+        The bundled copy goes into the data dir when it is writable, else into `fallback_dir` (the
+        cache's `corpora/`), where later runs find it without trying the network again.
+        """
         paths = {split: self.directory / spec.name for split, spec in self.FILES.items()}
-        missing = [split for split, path in paths.items() if not path.is_file()]
-        for split in missing:
-            spec = self.FILES[split]
-            try:
-                download([self._BASE + spec.name, *spec.urls], paths[split], spec.sha256)
-            except ConnectionError as err:
-                raise _not_found("PTB", self.directory, [p.name for p in paths.values()], str(err)) from None
-        return paths
+        if all(path.is_file() for path in paths.values()):
+            return paths
+        unpacked = Path(fallback_dir) / self.name if fallback_dir is not None else None
+        if unpacked is not None and all((unpacked / spec.name).is_file() for spec in self.FILES.values()):
+            return {split: unpacked / spec.name for split, spec in self.FILES.items()}
+        bad_download: ChecksumError | None = None
+        try:
+            for split, path in paths.items():
+                if not path.is_file():  # the first failure stops: no network means one timeout, not three
+                    spec = self.FILES[split]
+                    download([self._BASE + spec.name, *spec.urls], path, spec.sha256)
+            return paths
+        except ConnectionError as err:
+            reason = str(err)
+        except ChecksumError as err:  # e.g. a proxy's error page instead of the file
+            bad_download, reason = err, str(err)
+        log.warning("PTB download failed (%s); using the copy bundled with nslm", reason)
+        files = {split: (spec.name, spec.sha256) for split, spec in self.FILES.items()}
+        try:
+            return unpack_corpus(self.name, files, [self.directory, *([unpacked] if unpacked else [])])
+        except OSError as err:  # no bundled copy (a trimmed install), or nowhere writable
+            if bad_download is not None:
+                raise bad_download from None
+            raise _not_found("PTB", self.directory, [p.name for p in paths.values()], f"{reason}; {err}") from None
 
 
 class WikiText(Corpus):

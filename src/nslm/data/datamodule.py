@@ -67,16 +67,6 @@ class LanguageModelDataModule(pl.LightningDataModule):
             self._cache = self.corpus.prepare(self.cache_dir, self.hparams.max_vocab_size, self.hparams.min_freq)
         return self._cache
 
-    @functools.cached_property
-    def oracle_ppl(self) -> dict[str, float]:
-        """{"val": ppl, "test": ppl} of the true source where the corpus has one (`data=synthetic`), else {}.
-        Read once: the module asks at every validation."""
-        path = self.cache.directory / "oracle.json"
-        if not path.is_file():
-            return {}
-        splits = json.loads(path.read_text())["splits"]
-        return {"val": splits["valid"]["ppl"], "test": splits["test"]["ppl"]}
-
     @property
     def vocab(self) -> Vocabulary:
         return self.cache.vocab
@@ -162,3 +152,9 @@ class SyntheticDataModule(LanguageModelDataModule):
         settings = SourceSettings(vocab_size, num_classes, classes_per_word, zipf_exponent, seed)
         split_tokens = {"train": train_tokens, "valid": valid_tokens, "test": test_tokens}
         super().__init__(corpus=SyntheticCorpus(settings, split_tokens), **kwargs)
+
+    @functools.cached_property
+    def oracle_ppl(self) -> dict[str, float]:
+        """{"val": ppl, "test": ppl} of the true source on those splits (`oracle.json` beside the tokens)."""
+        splits = json.loads((self.cache.directory / "oracle.json").read_text())["splits"]
+        return {"val": splits["valid"]["ppl"], "test": splits["test"]["ppl"]}

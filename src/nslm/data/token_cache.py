@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from nslm.data.vocab import EOS, Vocabulary, read_lines
+from nslm.data.vocab import EOS, Vocabulary, read_words
 from nslm.errors import NslmError
 from nslm.utils.atomic import atomic_directory, atomic_write_json, remove_stale_temporaries
 from nslm.utils.hashing import cached_sha256, hash_settings
@@ -39,22 +39,26 @@ def encode_file(source: Path, vocab: Vocabulary, target: Path, dtype: np.dtype) 
     stats = {"tokens": 0, "unk": 0, "replaced_chars": 0, "lines": 0}
     get, unk, eos = vocab.stoi.get, vocab.unk_id, vocab.eos_id
     buffer: list[int] = []
-    read = 0  # characters since the last flush (~bytes for mostly-ASCII text): the bar moves per flush
+    read = [0]  # characters since the last flush (~bytes for mostly-ASCII text): the bar moves per flush
+
+    def count(chars: int) -> None:
+        read[0] += chars
+
     with (
         open(target, "wb") as out,
         progress_bar(f"encoding {source.name}", source.stat().st_size, unit="bytes") as advance,
     ):
-        for line in read_lines(source, stats):
-            buffer.extend(map(get, line.split(), repeat(unk)))
-            buffer.append(eos)
-            stats["lines"] += 1
-            read += len(line)
+        for words, line_ended in read_words(source, stats, on_read=count):  # bounded pieces, even of one line
+            buffer.extend(map(get, words, repeat(unk)))
+            if line_ended:
+                buffer.append(eos)
+                stats["lines"] += 1
             if len(buffer) >= FLUSH_TOKENS:
                 _flush(buffer, out, dtype, unk, stats)
-                advance(read)
-                read = 0
+                advance(read[0])
+                read[0] = 0
         _flush(buffer, out, dtype, unk, stats)
-        advance(read)
+        advance(read[0])
     return stats
 
 
@@ -119,7 +123,7 @@ def prepare_token_cache(
     remove_stale_temporaries(cache_dir)
     log.info("encoding %s into %s", corpus_name, directory)
     with atomic_directory(directory) as staging:
-        vocab = Vocabulary.from_lines(read_lines(sources["train"]), max_vocab_size, min_freq)
+        vocab = Vocabulary.from_pieces(read_words(sources["train"]), max_vocab_size, min_freq)
         vocab.save(staging / "vocab.json")
         dtype = token_dtype(len(vocab))
         splits = {}

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 from nslm.errors import ConfigError
@@ -20,6 +20,10 @@ EOS = "<eos>"
 UNK = "<unk>"
 
 
+#: characters read at a time: a line longer than this (a whole corpus on one line) comes in pieces
+PIECE_CHARS = 1 << 18
+
+
 def read_lines(path: str | Path, stats: dict[str, int] | None = None) -> Iterator[str]:
     """Stream a text file line by line; undecodable bytes become U+FFFD and are counted in `stats`."""
     with open(path, encoding="utf-8", errors="replace") as handle:
@@ -27,6 +31,38 @@ def read_lines(path: str | Path, stats: dict[str, int] | None = None) -> Iterato
             if stats is not None and "\ufffd" in line:
                 stats["replaced_chars"] = stats.get("replaced_chars", 0) + line.count("\ufffd")
             yield line
+
+
+def read_words(
+    path: str | Path,
+    stats: dict[str, int] | None = None,
+    piece_chars: int = PIECE_CHARS,
+    on_read: Callable[[int], None] | None = None,
+) -> Iterator[tuple[list[str], bool]]:
+    """Stream a text file as (words, line ended) pieces of at most ~`piece_chars` characters.
+
+    Same words and line ends as `read_lines` + `str.split`, but memory stays bounded on a file whose
+    text is one huge line: a long line is read `piece_chars` at a time and cut at white space, never
+    inside a word (the partial word at a piece's end is carried over to the next piece). `on_read` is
+    told how many characters each read brought (for a progress bar).
+    """
+    carry, line_open = "", False
+    with open(path, encoding="utf-8", errors="replace") as handle:
+        while chunk := handle.readline(piece_chars):
+            if on_read is not None:
+                on_read(len(chunk))
+            if stats is not None and "\ufffd" in chunk:
+                stats["replaced_chars"] = stats.get("replaced_chars", 0) + chunk.count("\ufffd")
+            # readline(n) returns less than n characters without a newline only at the end of the file
+            ended = chunk.endswith("\n") or len(chunk) < piece_chars
+            text = carry + chunk if carry else chunk
+            words = text.split()
+            carry = words.pop() if not ended and words and not text[-1].isspace() else ""
+            line_open = not ended
+            if words or ended:
+                yield words, ended
+    if line_open:  # the file ended exactly at a piece boundary, inside its last line
+        yield ([carry] if carry else []), True
 
 
 class Vocabulary:
@@ -51,10 +87,18 @@ class Vocabulary:
 
     @classmethod
     def from_lines(cls, lines: Iterable[str], max_size: int | None = None, min_freq: int = 1) -> Vocabulary:
+        return cls.from_pieces(((line.split(), True) for line in lines), max_size, min_freq)
+
+    @classmethod
+    def from_pieces(
+        cls, pieces: Iterable[tuple[list[str], bool]], max_size: int | None = None, min_freq: int = 1
+    ) -> Vocabulary:
+        """From `read_words`' (words, line ended) pieces: one `<eos>` per line end."""
         counter: Counter[str] = Counter()
-        for line in lines:
-            counter.update(line.split())
-            counter[EOS] += 1
+        for words, ended in pieces:
+            counter.update(words)
+            if ended:
+                counter[EOS] += 1
         return cls.from_counter(counter, max_size=max_size, min_freq=min_freq)
 
     @classmethod

@@ -54,7 +54,8 @@ def _all_gather_counts(counts: torch.Tensor) -> list[torch.Tensor]:
 def average_gradients_across_ranks(params: Sequence[torch.nn.Parameter]) -> int:
     """Replace each parameter's gradient by its mean over all ranks: sparse ones as gathered rows, dense
     ones (a table whose gradient came out dense, e.g. tied weights) by all-reduce. A missing gradient counts
-    as zero. Returns the bytes this rank contributed to the exchange (for benchmarks)."""
+    as zero. Returns the bytes this rank sends under ring algorithms (benchmarks): (N-1) x its padded rows
+    for an all_gather, 2 (N-1)/N x the tensor for an all-reduce."""
     if not is_distributed() or not params:
         return 0
     world = dist.get_world_size()
@@ -65,7 +66,7 @@ def average_gradients_across_ranks(params: Sequence[torch.nn.Parameter]) -> int:
         if grad is not None and not grad.is_sparse:
             dist.all_reduce(grad)
             grad.div_(world)
-            sent += grad.numel() * grad.element_size()
+            sent += 2 * (world - 1) * grad.numel() * grad.element_size() // world
             continue
         if grad is None:
             rows = torch.empty(0, dtype=torch.long, device=param.device)
@@ -83,6 +84,8 @@ def average_gradients_across_ranks(params: Sequence[torch.nn.Parameter]) -> int:
         counts = [int(rank_counts[index]) for rank_counts in all_counts]
         all_rows = torch.cat(_all_gather_padded(rows, counts))
         all_values = torch.cat(_all_gather_padded(values, counts))
-        sent += max(counts) * (rows.element_size() + math.prod(param.shape[1:]) * values.element_size())
-        param.grad = torch.sparse_coo_tensor(all_rows.unsqueeze(0), all_values / world, param.shape).coalesce()
-    return sent + local_counts.numel() * local_counts.element_size()
+        sent += (world - 1) * max(counts) * (rows.element_size() + math.prod(param.shape[1:]) * values.element_size())
+        param.grad = torch.sparse_coo_tensor(
+            all_rows.unsqueeze(0), all_values / world, param.shape, check_invariants=False
+        ).coalesce()
+    return sent + (world - 1) * local_counts.numel() * local_counts.element_size()

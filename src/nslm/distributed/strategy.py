@@ -19,12 +19,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Protocol, runtime_checkable
 
+import pytorch_lightning as pl
 import torch.distributed as dist
 from pytorch_lightning.strategies import DDPStrategy
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from nslm.distributed.collectives import average_gradients_across_ranks
+from nslm.errors import ConfigError
 
 
 @runtime_checkable
@@ -64,3 +66,16 @@ class SparseAwareDDPStrategy(DDPStrategy):
             return result
 
         return super().optimizer_step(optimizer, closure_then_average, model, **kwargs)
+
+
+def check_strategy(trainer: pl.Trainer, module: nn.Module) -> None:
+    """Sparse tables need this strategy across processes: Lightning's own would crash at the first backward
+    (gloo) or could not work at all (NCCL has no sparse all-reduce). One line naming the fix."""
+    if trainer.world_size <= 1 or isinstance(trainer.strategy, SparseAwareDDPStrategy):
+        return
+    if isinstance(module, HasSparseTables) and module.sparse_parameters():
+        raise ConfigError(
+            f"trainer.strategy={type(trainer.strategy).__name__} cannot synchronise the sparse gradients of "
+            "loss.sparse_gradients / model.net.sparse_embedding across processes; use trainer=ddp (GPUs), "
+            "trainer=ddp_cpu or trainer=slurm, which select nslm's sparse-aware DDP"
+        )

@@ -33,7 +33,7 @@ class LSTMLanguageModel(nn.Module):
             uniform_init_all: also draw every LSTM parameter from U(-r, r) (Zaremba et al. 2014) instead
                 of PyTorch's default U(-1/sqrt(hidden), 1/sqrt(hidden)).
             sparse_embedding: the input embedding's gradient covers only the rows of the window's words
-                (with a sampled loss, no part of a step then costs O(vocabulary); needs plain SGD).
+                (with a sampled loss, no part of a step then costs O(vocabulary); SGD or Adam, see nslm.optim.sparse).
         """
         super().__init__()
         for name, value in (

@@ -10,7 +10,9 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import secrets
 import shutil
+import stat
 import tempfile
 import time
 from collections.abc import Iterator
@@ -79,14 +81,37 @@ def atomic_directory(dest: str | Path) -> Iterator[Path]:
 
 
 def remove_stale_temporaries(directory: str | Path, older_than_s: float = 24 * 3600) -> None:
-    """Delete leftovers of killed writers (SIGKILL skips the cleanup above) once they are clearly stale."""
-    directory = Path(directory)
-    if not directory.is_dir():
+    """Delete leftovers of killed writers (SIGKILL skips the cleanup above) once they are clearly stale.
+
+    Never fails: an entry that vanished meanwhile, a dangling symlink, or one that cannot be removed is
+    skipped. Several jobs may clean the same directory at once (sweep jobs, DDP ranks): each entry is
+    first renamed to a name of the cleaner's own, which only one of them can do, and only then deleted.
+    """
+    try:
+        entries = list(os.scandir(directory))
+    except OSError:  # missing or unreadable: nothing of ours to clean
         return
     cutoff = time.time() - older_than_s
-    for entry in directory.iterdir():
-        if TMP_MARK in entry.name and entry.stat().st_mtime < cutoff:
-            if entry.is_dir():
-                shutil.rmtree(entry, ignore_errors=True)
-            else:
-                entry.unlink(missing_ok=True)
+    for entry in entries:
+        if TMP_MARK not in entry.name:
+            continue
+        try:
+            stale = entry.stat(follow_symlinks=False).st_mtime < cutoff  # a link's own age, not its target's
+        except OSError:  # removed by another cleaner since the listing
+            continue
+        if stale:
+            _remove_claimed(Path(entry.path))
+
+
+def _remove_claimed(path: Path) -> None:
+    # the new name keeps TMP_MARK and the entry's mtime: if this cleaner is killed too, a later one finishes
+    claimed = path.with_name(f"{path.name}.{os.getpid()}-{secrets.token_hex(4)}")
+    try:
+        os.rename(path, claimed)
+    except OSError:  # another cleaner claimed it first, or it is not ours to move
+        return
+    with contextlib.suppress(OSError):
+        if stat.S_ISDIR(os.lstat(claimed).st_mode):  # a real directory; a symlink to one is only unlinked
+            shutil.rmtree(claimed, ignore_errors=True)
+        else:
+            claimed.unlink()

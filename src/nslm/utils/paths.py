@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
+from typing import Any
 
-from omegaconf import OmegaConf
+from omegaconf import ListConfig, OmegaConf
 
 _PACKAGE_DIR = Path(__file__).resolve().parents[1]
 
@@ -34,7 +36,25 @@ def config_dir() -> Path:
     return conf
 
 
+#: overrides that say how to run, not what to search: re-running with them changed continues the same search
+_NEUTRAL_SEARCH_KEYS = ("resume", "ckpt_path", "print_config", "trainer.enable_progress_bar", "hydra.")
+
+
+def search_name(search: str | None, overrides: Any) -> str:
+    """`<search>-<hash of the command's overrides>`: the same command always names the same search.
+
+    Names an Optuna search's study and sweep directory (`conf/hparams_search/`), so that running a killed
+    search's command again finds its study; a search with other overrides gets another name.
+    """
+    items = OmegaConf.to_container(overrides, resolve=False) if isinstance(overrides, ListConfig) else overrides
+    kept = sorted(str(item) for item in items or [] if not str(item).lstrip("+~").startswith(_NEUTRAL_SEARCH_KEYS))
+    digest = hashlib.sha256("\n".join(kept).encode()).hexdigest()[:8]
+    return f"{search or 'search'}-{digest}"
+
+
 def register_resolvers() -> None:
-    """`${nslm_root:}` in configs resolves to `project_root()`."""
+    """`${nslm_root:}` resolves to `project_root()`, `${nslm_search_name:...}` to `search_name(...)`."""
     if not OmegaConf.has_resolver("nslm_root"):
         OmegaConf.register_new_resolver("nslm_root", lambda: str(project_root()))
+    if not OmegaConf.has_resolver("nslm_search_name"):
+        OmegaConf.register_new_resolver("nslm_search_name", search_name)
