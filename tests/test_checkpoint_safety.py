@@ -12,7 +12,7 @@ import torch
 
 from nslm.checkpoint import CheckpointError, read_checkpoint
 from nslm.train import train
-from tests.conftest import REPO, compose_train, run_train_cli, tiny_overrides
+from tests.helpers import REPO, compose_train, run_train_cli, tiny_overrides
 
 
 class WritesMarker:
@@ -27,7 +27,7 @@ class WritesMarker:
 
 @pytest.fixture(scope="module")
 def real_checkpoint(tmp_path_factory) -> pathlib.Path:
-    from tests.conftest import write_corpus
+    from tests.helpers import write_corpus
 
     base = tmp_path_factory.mktemp("real")
     corpus = write_corpus(base / "corpus")

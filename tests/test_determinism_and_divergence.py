@@ -7,8 +7,7 @@ import pytorch_lightning as pl
 from hydra.utils import instantiate
 
 from nslm.build import build_module
-from tests.conftest import compose_train, run_train_cli, tiny_overrides
-from tests.helpers import RecordLosses
+from tests.helpers import RecordLosses, compose_train, run_train_cli, tiny_overrides
 
 
 def first_50_losses(corpus, tmp_path, name, extra):

@@ -13,7 +13,7 @@ import torch.multiprocessing as mp
 
 from nslm.distributed import gather_from_all_ranks
 from nslm.samplers import InBatchSampler
-from tests.conftest import run_train_cli, tiny_overrides
+from tests.helpers import run_train_cli, tiny_overrides
 
 TRAIN_WINDOWS = 20  # the split's last (padded) window is left out: there a per-rank mean != global mean
 

@@ -17,7 +17,7 @@ from hydra.utils import instantiate
 
 from nslm.build import build_module
 from nslm.distributed import average_gradients_across_ranks
-from tests.conftest import compose_train, run_train_cli, tiny_overrides
+from tests.helpers import compose_train, run_train_cli, tiny_overrides
 
 OBJECTIVES = ["sampled_softmax", "nce", "neg"]
 SAMPLERS = ["uniform", "unigram", "log_uniform", "in_batch", "mixed"]
@@ -105,7 +105,7 @@ def test_synchronised_sparse_gradient_is_the_mean_of_the_ranks_local_gradients(t
 
 # ---- every objective x sampler through Lightning ---------------------------------------------------------
 def matrix_cases() -> list[tuple[str, list[str]]]:
-    cases = [("full", ["loss=full"])]
+    cases = [("full", ["loss=full"]), ("adaptive", ["loss=adaptive"])]
     for objective in OBJECTIVES:
         for sampler in SAMPLERS:
             cases.append((f"{objective}-{sampler}", [f"loss={objective}", f"sampler={sampler}"]))
@@ -127,7 +127,7 @@ def _matrix_worker(rank: int, world: int, port: int, corpus: dict, out_dir: str)
     for name, overrides in matrix_cases():
         cfg = compose_train(
             [*tiny_overrides(corpus), *overrides, "trainer=ddp_cpu", "loss.num_negatives=16", "data.batch_size=2"]
-            if overrides[0] != "loss=full"
+            if overrides[0] not in ("loss=full", "loss=adaptive")
             else [*tiny_overrides(corpus), *overrides, "trainer=ddp_cpu", "data.batch_size=2"],
             Path(out_dir) / name,
         )
@@ -163,6 +163,7 @@ def test_every_objective_and_sampler_trains_under_ddp_with_bit_identical_ranks(t
     assert not failures
     assert report["full-sparse_emb_false"]["tables"] == 0 and report["full-sparse_emb_true"]["tables"] == 1
     assert report["nce-unigram-sparse_emb_true"]["tables"] == 2
+    assert report["adaptive-sparse_emb_false"]["tables"] == 0
 
 
 # ---- end to end through nslm-train ---------------------------------------------------------------------
@@ -201,7 +202,8 @@ def test_two_ranks_of_a_sampled_objective_reproduce_one_process(tiny_corpus, tmp
     results = [json.loads(next((tmp_path / name).glob("train/runs/*/results.json")).read_text())
                for name in ("one", "two")]  # fmt: skip
     assert results[1]["config"]["trainer"]["devices"] == 2 and results[0]["global_step"] == results[1]["global_step"]
-    for metric in ("val/ppl", "test/ppl"):
+    buckets = [name for name in results[0] if name.startswith("test/ppl_bucket_")]  # reduced exactly too
+    for metric in ("val/ppl", "test/ppl", *buckets):
         assert results[1][metric] == pytest.approx(results[0][metric], rel=1e-5), metric
 
 

@@ -15,7 +15,7 @@ from nslm.data.corpora import PennTreebank
 from nslm.data.download import download, safe_extract
 from nslm.errors import ChecksumError, CorpusNotFoundError, UnsafeArchiveError
 from nslm.utils.hashing import sha256_file
-from tests.conftest import REPO
+from tests.helpers import REPO
 
 
 def test_download_verifies_sha256(tmp_path):

@@ -19,7 +19,7 @@ from nslm.errors import ConfigError, NslmError
 from nslm.train import train
 from nslm.utils.atomic import atomic_write_json
 from nslm.utils.instantiate import instantiate_trainer
-from tests.conftest import compose_train, run_train_cli, tiny_overrides
+from tests.helpers import compose_train, run_train_cli, tiny_overrides
 
 
 def test_an_unreadable_split_is_named(tiny_corpus, tmp_path, monkeypatch):

@@ -3,19 +3,11 @@
 from __future__ import annotations
 
 import pytest
-from hydra import compose, initialize_config_dir
 
 from nslm.errors import NslmError
 from nslm.eval import evaluate
 from nslm.train import train
-from nslm.utils.paths import config_dir
-
-from .conftest import compose_train, tiny_overrides, write_corpus
-
-
-def compose_eval(overrides: list[str], output_dir):
-    with initialize_config_dir(str(config_dir()), version_base="1.3"):
-        return compose("eval", overrides=[f"paths.output_dir={output_dir}", *overrides])
+from tests.helpers import compose_eval, compose_train, tiny_overrides, write_corpus
 
 
 def test_eval_reproduces_the_training_runs_test_ppl(tiny_corpus, tmp_path):
@@ -27,7 +19,7 @@ def test_eval_reproduces_the_training_runs_test_ppl(tiny_corpus, tmp_path):
     )
     assert scored["test/ppl"] == pytest.approx(trained["test/ppl"], rel=1e-6)
     assert scored["val/ppl"] == pytest.approx(trained["val/ppl"], rel=1e-6)
-    assert (tmp_path / "eval" / "results.json").is_file()
+    assert (tmp_path / "eval" / "eval.json").is_file() and not (tmp_path / "eval" / "results.json").exists()
 
 
 def test_eval_refuses_a_corpus_with_another_vocabulary(tiny_corpus, tmp_path):
@@ -40,7 +32,7 @@ def test_eval_refuses_a_corpus_with_another_vocabulary(tiny_corpus, tmp_path):
     data = [o for o in tiny_overrides(other) if o.startswith("data")]
     with pytest.raises(NslmError, match="vocabulary"):
         evaluate(compose_eval([f"ckpt_path={trained['best_checkpoint']}", *data], tmp_path / "eval"))
-    assert not (tmp_path / "eval" / "results.json").exists()
+    assert not (tmp_path / "eval" / "eval.json").exists()
 
 
 def test_missing_checkpoint_is_a_clear_error(tmp_path):

@@ -13,7 +13,7 @@ from omegaconf import OmegaConf
 from nslm.checkpoint import checkpoint_vocabulary, module_from_checkpoint, read_checkpoint
 from nslm.generate import _run, generate
 from nslm.train import train
-from tests.conftest import REPO, compose_train, tiny_overrides
+from tests.helpers import REPO, compose_train, tiny_overrides
 
 
 @pytest.fixture

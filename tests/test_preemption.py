@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import run_train_cli, tiny_overrides
+from tests.helpers import run_train_cli, tiny_overrides
 
 SIGNAL_AT_STEP = 30  # epoch 0 of ~106 windows (1 process); no step checkpoint before it
 
@@ -41,7 +41,7 @@ def results_of(log_dir: Path) -> dict:
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory):
     """The uninterrupted runs (1 process, 2 DDP ranks), by their results."""
-    from tests.conftest import write_corpus
+    from tests.helpers import write_corpus
 
     base = tmp_path_factory.mktemp("preemption")
     corpus = write_corpus(base / "corpus")

@@ -7,7 +7,7 @@ import hashlib
 
 from nslm.data.download import download
 from nslm.data.token_cache import prepare_token_cache
-from tests.conftest import run_train_cli, tiny_overrides
+from tests.helpers import run_train_cli, tiny_overrides
 
 
 def test_download_and_encoding_show_a_progress_bar(tiny_corpus, tmp_path, monkeypatch, capfd):

@@ -13,7 +13,7 @@ import pytest
 
 from nslm.bench.cli import run as run_bench
 from nslm.report import report
-from tests.conftest import REPO, run_train_cli
+from tests.helpers import REPO, run_train_cli
 
 PNG = b"\x89PNG\r\n\x1a\n"
 SYNTHETIC = [
@@ -92,8 +92,10 @@ def test_bench_times_every_row_splits_the_step_and_reports_memory(tmp_path):
          "--out", str(tmp_path)]
     )  # fmt: skip
     rows = bench["rows"]
-    # per V: the bare loop, exact softmax, 2 objectives x (unigram at 2 k + in_batch once)
-    assert len(rows) == 2 * (2 + 2 * 3)
+    # per V: the bare loop, exact softmax (chunked and plain), adaptive softmax, 2 objectives x (unigram at
+    # 2 k + in_batch once)
+    assert len(rows) == 2 * (4 + 2 * 3)
+    assert {row["objective"] for row in rows} >= {"full", "full (plain)", "adaptive"}
     for row in rows:
         assert row["tokens_per_sec"] > 0 and row["peak_rss_mb"] > 0 and row["steps_timed"] == 3
         if row["objective"] != "bare PyTorch loop":

@@ -18,7 +18,7 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from nslm.build import build_module
 from nslm.callbacks import ValidationHistory
 from nslm.resume import find_interrupted_run
-from tests.conftest import compose_train, run_train_cli, tiny_overrides
+from tests.helpers import compose_train, run_train_cli, tiny_overrides
 
 KILL_AT_STEP = 130  # epoch 2 of ~106 windows, between two step checkpoints (every 20 steps)
 

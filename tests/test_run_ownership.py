@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from nslm.run_lock import LOCK_FILE, RunLock, RunLockedError, owner_alive, read_owner
-from tests.conftest import REPO, run_train_cli, tiny_overrides
+from tests.helpers import REPO, run_train_cli, tiny_overrides
 
 
 def _command(corpus, log_dir: Path, *extra: str) -> list[str]:

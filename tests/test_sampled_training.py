@@ -7,8 +7,7 @@ from hydra import compose, initialize_config_dir
 
 from nslm.train import train
 from nslm.utils.paths import config_dir
-
-from .conftest import compose_train, tiny_overrides
+from tests.helpers import compose_train, tiny_overrides
 
 LOSSES = ["sampled_softmax", "nce", "neg"]
 SAMPLERS = ["uniform", "unigram", "log_uniform", "in_batch", "mixed"]
@@ -16,7 +15,7 @@ SAMPLERS = ["uniform", "unigram", "log_uniform", "in_batch", "mixed"]
 
 @pytest.fixture(scope="module")
 def untrained_ppl(tmp_path_factory):
-    from .conftest import write_corpus
+    from tests.helpers import write_corpus
 
     corpus = write_corpus(tmp_path_factory.mktemp("corpus"))
     cfg = compose_train([*tiny_overrides(corpus), "train=false"], tmp_path_factory.mktemp("untrained"))

@@ -118,7 +118,7 @@ def test_draws_happen_on_the_sampler_device_in_o_k_time():
 def test_sampler_mixed_is_yang_et_al_in_batch_plus_uniform(tmp_path, option, second_source):
     """Yang et al. 2020 mix in-batch negatives with negatives drawn uniformly from the whole corpus."""
     from nslm.build import build_loss
-    from tests.conftest import compose_train
+    from tests.helpers import compose_train
 
     cfg = compose_train(["loss=sampled_softmax", f"sampler={option}"], tmp_path)
     sampler = build_loss(cfg, COUNTS).sampler

@@ -4,10 +4,8 @@ torch's dense optimisers, bounded over thousands of steps, and wired into real t
 from __future__ import annotations
 
 import functools
-import math
 import statistics
 import time
-from collections import Counter
 
 import pytest
 import torch
@@ -16,7 +14,7 @@ from nslm.errors import ConfigError
 from nslm.optim import CombinedOptimizer, LazySGD, build_optimizer
 from nslm.optim.sparse import LazyAdam
 from nslm.train import train
-from tests.conftest import compose_train, tiny_overrides
+from tests.helpers import compose_train, tiny_overrides, unigram_ppl
 
 V, D = 50, 4
 
@@ -185,13 +183,3 @@ def test_sampled_training_with_the_optimizers_users_reach_for(tiny_corpus, tmp_p
     # here), uniform guessing over 50 words is 50
     best = min(record["val/ppl"] for record in results["history"])
     assert best < 1.15 * unigram_ppl(tiny_corpus), best
-
-
-def unigram_ppl(corpus: dict) -> float:
-    def words(path) -> list[str]:
-        return [word for line in open(path) for word in [*line.split(), "<eos>"]]
-
-    counts = Counter(words(corpus["train"]))
-    total = sum(counts.values())
-    valid = words(corpus["valid"])
-    return math.exp(-sum(math.log(counts[word] / total) for word in valid) / len(valid))

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from .conftest import REPO
+from tests.helpers import REPO
 
 SCRIPT = REPO / "scripts" / "bench_encode_memory.py"
 

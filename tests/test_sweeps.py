@@ -12,7 +12,7 @@ import optuna
 from omegaconf import OmegaConf
 from optuna.trial import TrialState
 
-from tests.conftest import run_train_cli, tiny_overrides
+from tests.helpers import run_train_cli, tiny_overrides
 from tests.wandb_reader import read_offline_run
 
 

@@ -13,7 +13,7 @@ from nslm.data.synthetic import MarkovSource, SourceSettings, prepare_synthetic_
 from nslm.data.token_cache import TokenCache
 from nslm.errors import ConfigError
 from nslm.train import train
-from tests.conftest import compose_train
+from tests.helpers import compose_train
 
 SMALL = SourceSettings(vocab_size=60, num_classes=4, classes_per_word=2, seed=3)
 TOKENS = {"train": 20_000, "valid": 3_000, "test": 3_000}

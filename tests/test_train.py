@@ -11,8 +11,7 @@ import numpy as np
 import pytest
 
 from nslm.train import train
-
-from .conftest import compose_train, run_train_cli, tiny_overrides
+from tests.helpers import compose_train, run_train_cli, tiny_overrides
 
 RESULT_KEYS = {"val/ppl", "test/ppl", "train/tokens_per_sec", "wall_seconds", "epochs", "num_parameters", "config"}
 

@@ -53,6 +53,7 @@ class OfflineRun:
     tags: list[str] = field(default_factory=list)
     config: dict = field(default_factory=dict)
     history: list[dict] = field(default_factory=list)
+    summary: dict = field(default_factory=dict)
     exit_code: int | None = None
 
 
@@ -79,6 +80,10 @@ def read_offline_run(path: Path) -> OfflineRun:
                 key = item.key or "/".join(item.nested_key)
                 row[key] = json.loads(item.value_json)
             run.history.append(row)
+        elif kind == "summary":
+            for item in record.summary.update:
+                key = item.key or "/".join(item.nested_key)
+                run.summary[key] = json.loads(item.value_json)
         elif kind == "exit":
             run.exit_code = record.exit.exit_code
     return run

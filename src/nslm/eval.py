@@ -25,6 +25,8 @@ from nslm.utils.instantiate import instantiate_trainer
 from nslm.utils.paths import config_dir
 
 log = logging.getLogger(__name__)
+#: what nslm-eval writes into its output directory (not results.json: an evaluation is not a training run)
+EVAL_FILE = "eval.json"
 
 
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
@@ -50,7 +52,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         "eval_batch_size": datamodule.hparams.eval_batch_size,
     }
     if trainer.is_global_zero:
-        atomic_write_json(Path(cfg.paths.output_dir) / "results.json", results)
+        atomic_write_json(Path(cfg.paths.output_dir) / EVAL_FILE, results)
         log.info("val ppl %.2f | test ppl %.2f", results["val/ppl"], results["test/ppl"])
     return results
 

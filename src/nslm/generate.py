@@ -18,6 +18,7 @@ from omegaconf import DictConfig
 from nslm.checkpoint import checkpoint_vocabulary, module_from_checkpoint, read_checkpoint
 from nslm.data.vocab import EOS, Vocabulary
 from nslm.errors import ConfigError, exit_on_user_error
+from nslm.losses import OutputObjective
 from nslm.utils.paths import config_dir
 
 
@@ -30,8 +31,10 @@ def generate(
     temperature: float = 1.0,
     top_k: int = 0,
     seed: int = 1,
+    objective: OutputObjective | None = None,
 ) -> list[str]:
-    """The words generated after `prompt` (the prompt itself not included)."""
+    """The words generated after `prompt` (the prompt itself not included). `objective`: the trained model's
+    output layer (its `log_probs`); the network's own output embedding and softmax when omitted."""
     if num_words < 0:
         raise ConfigError(f"num_words must be >= 0, got {num_words}")
     if temperature <= 0:
@@ -39,6 +42,7 @@ def generate(
     if top_k < 0:
         raise ConfigError(f"top_k must be >= 0 (0: the whole vocabulary), got {top_k}")
     net.eval()
+    output = objective if objective is not None else OutputObjective()  # full softmax over W, b
     generator = torch.Generator().manual_seed(seed)
     context = vocab.encode_words(prompt.split()) or [vocab.eos_id]  # no prompt: start as after a sentence
     inputs = torch.tensor(context, dtype=torch.long).unsqueeze(1)  # [time, batch=1]
@@ -46,7 +50,8 @@ def generate(
     hidden = None
     for _ in range(num_words):
         features, hidden = net(inputs, hidden)
-        logits = F.linear(features[-1, 0], net.output_weight, net.output_bias).float() / temperature
+        # normalised log-probabilities: softmax(log p / T) = softmax(logits / T), the shift cancels
+        logits = output.log_probs(features[-1], net.output_weight, net.output_bias)[0] / temperature
         if 0 < top_k < logits.numel():
             threshold = torch.topk(logits, top_k).values[-1]
             logits = logits.masked_fill(logits < threshold, float("-inf"))
@@ -76,8 +81,9 @@ def _run(cfg: DictConfig) -> None:
         temperature = _number(cfg, "temperature", float)
         checkpoint = read_checkpoint(cfg.ckpt_path)
         vocab = checkpoint_vocabulary(checkpoint)
-        net = module_from_checkpoint(checkpoint, vocab).net
-        words = generate(net, vocab, str(cfg.prompt or ""), num_words, temperature, top_k, seed)
+        module = module_from_checkpoint(checkpoint, vocab)
+        prompt = str(cfg.prompt or "")
+        words = generate(module.net, vocab, prompt, num_words, temperature, top_k, seed, objective=module.loss)
     except Exception as err:
         exit_on_user_error("nslm-generate", err)
     print(((str(cfg.prompt) + " ") if cfg.prompt else "") + format_text(words))

@@ -22,6 +22,8 @@ from torchmetrics import MeanMetric
 from nslm.batch import IGNORE_INDEX, TokenWindow
 from nslm.errors import ConfigError, NslmError
 from nslm.losses import FullSoftmaxLoss, OutputObjective
+from nslm.metrics import SplitPerplexity
+from nslm.metrics import frequency_buckets as frequency_buckets_of
 from nslm.models.lstm import Hidden, detach_hidden
 from nslm.optim import build_optimizer, clip_sparse_aware_
 
@@ -40,6 +42,9 @@ class LanguageModelModule(pl.LightningModule):
         scheduler: Callable[..., Any] | None = None,
         scheduler_monitor: str = "val/ppl",
         loss: OutputObjective | None = None,
+        frequency_buckets: int = 4,
+        word_counts: torch.Tensor | None = None,
+        unk_id: int | None = None,
     ) -> None:
         """
         Args:
@@ -48,6 +53,9 @@ class LanguageModelModule(pl.LightningModule):
             scheduler: a partial taking `optimizer`, stepped once per epoch; a ReduceLROnPlateau watches
                 `scheduler_monitor`.
             loss: the training objective; exact full softmax when omitted.
+            frequency_buckets: val/test perplexity is also reported per bucket of target-word frequency
+                (equal training-token mass each, `<unk>` apart; nslm.metrics), from `word_counts` (the
+                vocabulary's training counts by id) and `unk_id`. Without counts: overall only.
         """
         super().__init__()
         self.net = net
@@ -55,12 +63,18 @@ class LanguageModelModule(pl.LightningModule):
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler or None  # model/scheduler=none composes to {}
         self.scheduler_monitor = scheduler_monitor
-        self.val_nll = MeanMetric().set_dtype(torch.float64)
-        self.test_nll = MeanMetric().set_dtype(torch.float64)
+        if frequency_buckets < 1:
+            raise ConfigError(f"model.frequency_buckets must be a positive integer, got {frequency_buckets}")
+        by_bucket = word_counts is not None and unk_id is not None
+        if by_bucket:
+            bucket_of = frequency_buckets_of(word_counts.tolist(), unk_id, frequency_buckets)
+        else:  # no counts: the overall figure only
+            bucket_of = torch.zeros(net.vocab_size, dtype=torch.long)
+        self.val_ppl, self.test_ppl = SplitPerplexity(bucket_of, by_bucket), SplitPerplexity(bucket_of, by_bucket)
         # Self-normalisation (log Z = logsumexp of the full logits): NCE-trained models are used
         # unnormalised, so how far log Z strays from 0 matters. Mean and mean square give the std.
-        self.val_log_z = MeanMetric().set_dtype(torch.float64)
-        self.val_log_z_sq = MeanMetric().set_dtype(torch.float64)
+        self.val_log_z = MeanMetric(nan_strategy="disable").set_dtype(torch.float64)
+        self.val_log_z_sq = MeanMetric(nan_strategy="disable").set_dtype(torch.float64)
         self.loss.initialize_output_layer(net.output_bias)
         #: the LSTM state carried (detached) from one training window to the next; a resumed run gets it
         #: back from its checkpoint (nslm.callbacks.mid_epoch)
@@ -116,21 +130,20 @@ class LanguageModelModule(pl.LightningModule):
         )
 
     # ---- exact evaluation ---------------------------------------------------------------------------
-    def _evaluate(self, batch: TokenWindow, metric: MeanMetric) -> torch.Tensor:
+    def _evaluate(self, batch: TokenWindow, metric: SplitPerplexity) -> tuple[torch.Tensor, torch.Tensor]:
         features, self._eval_hidden = self.net(batch.inputs, self._eval_hidden)
         targets = batch.targets.reshape(-1)
         nll, log_z = self.loss.token_nll(
             features.reshape(-1, features.shape[-1]), targets, self.net.output_weight, self.net.output_bias
         )
-        weight = (targets != IGNORE_INDEX).to(nll.dtype)
-        metric.update(nll, weight=weight)
-        return log_z, weight
+        metric.update(nll, targets)
+        return log_z, (targets != IGNORE_INDEX).to(log_z.dtype)
 
-    def _log_eval(self, prefix: str, metric: MeanMetric) -> None:
-        mean_nll = float(metric.compute())  # sums reduced over ranks first
+    def _log_eval(self, prefix: str, metric: SplitPerplexity) -> None:
+        values = metric.compute()  # sums reduced over ranks first
         metric.reset()
-        self._log_value(f"{prefix}/loss", mean_nll)
-        self._log_value(f"{prefix}/ppl", math.exp(mean_nll), prog_bar=True)
+        for name, value in values.items():
+            self._log_value(f"{prefix}/{name}", value, prog_bar=name == "ppl")
 
     def _log_value(self, name: str, value: float, prog_bar: bool = False) -> None:
         self.last_eval[name] = value
@@ -140,12 +153,12 @@ class LanguageModelModule(pl.LightningModule):
         self._eval_hidden = None
 
     def validation_step(self, batch: TokenWindow, batch_idx: int) -> None:
-        log_z, weight = self._evaluate(batch, self.val_nll)
+        log_z, weight = self._evaluate(batch, self.val_ppl)
         self.val_log_z.update(log_z, weight=weight)
         self.val_log_z_sq.update(log_z.square(), weight=weight)
 
     def on_validation_epoch_end(self) -> None:
-        self._log_eval("val", self.val_nll)
+        self._log_eval("val", self.val_ppl)
         mean, mean_sq = float(self.val_log_z.compute()), float(self.val_log_z_sq.compute())
         self.val_log_z.reset()
         self.val_log_z_sq.reset()
@@ -156,10 +169,10 @@ class LanguageModelModule(pl.LightningModule):
         self._eval_hidden = None
 
     def test_step(self, batch: TokenWindow, batch_idx: int) -> None:
-        self._evaluate(batch, self.test_nll)
+        self._evaluate(batch, self.test_ppl)
 
     def on_test_epoch_end(self) -> None:
-        self._log_eval("test", self.test_nll)
+        self._log_eval("test", self.test_ppl)
 
     # ---- optimisation and checkpoints ---------------------------------------------------------------
     def sparse_parameters(self) -> list[nn.Parameter]:
@@ -168,8 +181,9 @@ class LanguageModelModule(pl.LightningModule):
         return self.net.sparse_tables(self.loss.sparse_gradients)
 
     def constant_buffer_prefixes(self) -> tuple[str, ...]:
-        """Buffers that never change in training (the sampler's tables): DDP need not broadcast them."""
-        return ("loss.",)
+        """Buffers that never change in training (the sampler's tables, the frequency buckets): DDP need
+        not broadcast them every step."""
+        return ("loss.", "val_ppl.", "test_ppl.")
 
     def configure_optimizers(self) -> Any:
         optimizer = build_optimizer(self.optimizer_factory, list(self.named_parameters()), self.sparse_parameters())

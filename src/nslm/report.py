@@ -24,7 +24,7 @@ from typing import Any
 
 from nslm.errors import NslmError, exit_on_user_error
 from nslm.report_inputs import BadInput, check_bench, check_results, read_json
-from nslm.run_dirs import run_choices
+from nslm.run_record import run_choices, run_label
 from nslm.utils.atomic import TMP_MARK, atomic_write_text
 
 
@@ -47,11 +47,20 @@ class Run:
     epochs: int | None
     history: list[dict] = field(default_factory=list, repr=False)
     output_dir: str = field(default="", repr=False)  # where the run lives (a resumed run reports twice)
+    #: test ppl by target-word frequency bucket (`bucket_0` most frequent ... `bucket_unk`; nslm.metrics)
+    buckets: dict[str, float] = field(default_factory=dict, repr=False)
 
     @property
     def method(self) -> str:
         """`full`, or `objective+sampler` (with k where it applies): one line per method in the plots."""
-        return self.loss if not self.sampler else f"{self.loss}+{self.sampler}"
+        return run_label(self.loss, self.sampler)
+
+    def minutes_to(self, val_ppl: float) -> float | None:
+        """Wall-clock minutes of training until validation first reached `val_ppl` (None: never)."""
+        for record in self.history:
+            if record.get("val/ppl") is not None and record["val/ppl"] <= val_ppl:
+                return record["seconds"] / 60
+        return None
 
 
 def _short_target(node: Any) -> str:
@@ -97,6 +106,11 @@ def read_run(run_dir: Path, root: Path, results: dict[str, Any]) -> Run | None:
         epochs=results.get("epochs"),
         history=results.get("history") or [],
         output_dir=str(Path(results.get("output_dir") or run_dir).resolve()),
+        buckets={
+            name.removeprefix("test/ppl_"): value
+            for name, value in results.items()
+            if name.startswith("test/ppl_bucket_") and isinstance(value, (int, float))
+        },
     )
 
 
@@ -167,19 +181,42 @@ def table_rows(runs: list[Run], sort: str) -> list[Run]:
                                          getattr(run, key) or 0))  # fmt: skip
 
 
-def markdown_table(runs: list[Run]) -> str:
-    used = [name for name in COLUMNS if any(getattr(run, name) not in (None, "") for run in runs)]
-    lines = ["| " + " | ".join(COLUMNS[name] for name in used) + " |", "|" + "---|" * len(used)]
-    lines += ["| " + " | ".join(_cell(getattr(run, name), name) for name in used) + " |" for run in runs]
+def _bucket_names(runs: list[Run]) -> list[str]:
+    names = {name for run in runs for name in run.buckets}
+    return sorted(names, key=lambda name: (name == "bucket_unk", name))
+
+
+def _row(run: Run, targets: list[float]) -> dict[str, Any]:
+    """Every column of one run: the fixed ones, test ppl per frequency bucket, minutes to each target."""
+    row = {name: value for name, value in asdict(run).items() if name in COLUMNS}
+    row.update({f"test ppl {name.removeprefix('bucket_')}": value for name, value in run.buckets.items()})
+    row.update({f"min to val {target:g}": run.minutes_to(target) for target in targets})
+    return row
+
+
+def _headers(runs: list[Run], targets: list[float]) -> list[str]:
+    buckets = [f"test ppl {name.removeprefix('bucket_')}" for name in _bucket_names(runs)]
+    return [*COLUMNS, *buckets, *(f"min to val {target:g}" for target in targets)]
+
+
+def markdown_table(runs: list[Run], targets: list[float] = ()) -> str:
+    rows = [_row(run, list(targets)) for run in runs]
+    used = [name for name in _headers(runs, list(targets)) if any(row.get(name) not in (None, "") for row in rows)]
+    lines = ["| " + " | ".join(COLUMNS.get(name, name) for name in used) + " |", "|" + "---|" * len(used)]
+    lines += ["| " + " | ".join(_cell(row.get(name), _kind(name)) for name in used) + " |" for row in rows]
     return "\n".join(lines) + "\n"
 
 
-def csv_table(runs: list[Run]) -> str:
+def _kind(name: str) -> str:
+    return "ppl" if name.startswith("test ppl ") else name
+
+
+def csv_table(runs: list[Run], targets: list[float] = ()) -> str:
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(COLUMNS))
+    writer = csv.DictWriter(buffer, fieldnames=_headers(runs, list(targets)))
     writer.writeheader()
     for run in runs:
-        writer.writerow({name: value for name, value in asdict(run).items() if name in COLUMNS})
+        writer.writerow(_row(run, list(targets)))
     return buffer.getvalue()
 
 
@@ -191,10 +228,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, default=None, help="where to write (default <first dir>/report)")
     parser.add_argument("--sort", choices=sorted(SORT_KEYS), default="test/ppl")
     parser.add_argument("--no-plots", action="store_true")
+    parser.add_argument(
+        "--time-to",
+        type=lambda text: [float(v) for v in text.split(",") if v],
+        default=[],
+        metavar="PPL[,PPL]",
+        help="add 'minutes of training to reach val ppl X' columns, from history",
+    )
     return parser.parse_args(argv)
 
 
-def publish(out: Path, runs: list[Run], benches: list[dict], markdown: str, plots: bool) -> dict[str, Path]:
+def publish(
+    out: Path, runs: list[Run], benches: list[dict], markdown: str, plots: bool, targets: list[float] = ()
+) -> dict[str, Path]:
     """Write every file of the report into a staging directory first, then move them into `out`: a
     failure while drawing leaves no partial report behind (and an older report in `out` as it was)."""
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -205,7 +251,7 @@ def publish(out: Path, runs: list[Run], benches: list[dict], markdown: str, plot
             staged["markdown"] = staging / "report.md"
             staged["csv"] = staging / "report.csv"
             atomic_write_text(staged["markdown"], markdown)
-            atomic_write_text(staged["csv"], csv_table(runs))
+            atomic_write_text(staged["csv"], csv_table(runs, targets))
         if plots:
             from nslm.report_plots import write_plots  # matplotlib only when plotting
 
@@ -227,8 +273,8 @@ def report(argv: list[str] | None = None) -> dict[str, Any]:
     runs, benches = collect(args.dirs)
     out = args.out or args.dirs[0] / "report"
     ordered = table_rows(runs, args.sort)
-    markdown = markdown_table(ordered) if ordered else ""
-    written = publish(out, ordered, benches, markdown, plots=not args.no_plots)
+    markdown = markdown_table(ordered, args.time_to) if ordered else ""
+    written = publish(out, ordered, benches, markdown, plots=not args.no_plots, targets=args.time_to)
     print(markdown, end="")
     for name, path in written.items():
         print(f"{name}: {path}", file=sys.stderr)

@@ -3,7 +3,9 @@
 - val_ppl_vs_k.png: exact val ppl against the number of negatives, one line per objective+sampler, exact
   softmax as a dashed line (one panel per corpus and V);
 - val_ppl_vs_time.png: each run's validation curve against wall-clock minutes;
-- tokens_per_sec_vs_vocab.png: throughput against V, from `nslm-bench` reports (k = 1024 rows) and runs.
+- tokens_per_sec_vs_vocab.png: throughput against V, from `nslm-bench` reports (k = 1024 rows) and runs;
+- ppl_by_frequency.png: test ppl per target-word frequency bucket (most frequent words first), one line
+  per run: where objectives differ (rare words, Jozefowicz et al. 2016).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
+from nslm.run_record import run_label
 from nslm.utils.atomic import atomic_path
 
 if TYPE_CHECKING:
@@ -90,7 +93,7 @@ def _bench_lines(benches: list[dict]) -> dict[str, list[tuple[int, float]]]:
         for row in bench["rows"]:
             if row["k"] not in (None, BENCH_K):
                 continue
-            name = "+".join(part for part in (row["objective"], row["sampler"]) if part)
+            name = run_label(row["objective"], row["sampler"])
             lines[name].append((row["vocab_size"], row["tokens_per_sec"]))
     return lines
 
@@ -117,8 +120,32 @@ def tokens_per_sec_vs_vocab(runs: list[Run], benches: list[dict], path: Path) ->
     return _save(figure, path)
 
 
+def ppl_by_frequency(runs: list[Run], path: Path) -> Path | None:
+    with_buckets = [run for run in runs if run.buckets]
+    if not with_buckets:
+        return None
+    groups = sorted({(run.corpus, run.vocab_size or 0) for run in with_buckets})
+    figure, axes = _panels(len(groups))
+    for axis, group in zip(axes, groups, strict=True):
+        for run in with_buckets:
+            if (run.corpus, run.vocab_size or 0) != group:
+                continue
+            names = sorted(run.buckets, key=lambda name: (name == "bucket_unk", name))
+            k = f" k={run.k}" if isinstance(run.k, int) else ""
+            style = "--" if run.loss == "full" else "-"
+            axis.plot(range(len(names)), [run.buckets[name] for name in names], style, marker="o",
+                      label=run.method + k)  # fmt: skip
+            axis.set_xticks(range(len(names)), [name.removeprefix("bucket_") for name in names])
+        axis.set(yscale="log", xlabel="target-word frequency bucket (0: most frequent; equal token mass)",
+                 ylabel="exact test ppl", title=f"{group[0]}, V = {group[1]:,}")  # fmt: skip
+        axis.grid(alpha=0.3, which="both")
+        axis.legend(fontsize=8)
+    return _save(figure, path)
+
+
 def write_plots(runs: list[Run], benches: list[dict], out: Path) -> dict[str, Path]:
     made = {
+        "ppl_by_frequency": ppl_by_frequency(runs, out / "ppl_by_frequency.png"),
         "val_ppl_vs_k": val_ppl_vs_k(runs, out / "val_ppl_vs_k.png"),
         "val_ppl_vs_time": val_ppl_vs_time(runs, out / "val_ppl_vs_time.png"),
         "tokens_per_sec_vs_vocab": tokens_per_sec_vs_vocab(runs, benches, out / "tokens_per_sec_vs_vocab.png"),

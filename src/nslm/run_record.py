@@ -44,12 +44,13 @@ RunResults = TypedDict(
         "num_parameters": int,
         "vocab_size": int,
         "best_checkpoint": str,
-        "history": list,  # one entry per validation: epoch, step, seconds, val/ppl (...)
+        "history": list,  # one entry per validation: epoch, step, seconds, objective, val/ppl (+ buckets)
+        "frequency_buckets": list,  # what each test/ppl_bucket_<b> holds: words, share of training tokens
         "resumed_from": "str | None",
         "output_dir": str,
         "config": dict,
     },
-    total=False,  # data=synthetic adds val/test ppl_over_oracle and oracle_ppl
+    total=False,  # + test/ppl_bucket_<b>; data=synthetic adds val/test ppl_over_oracle and oracle_ppl
 )
 
 

@@ -34,7 +34,7 @@ from omegaconf import OmegaConf
 from optuna.trial import Trial, TrialState
 
 from nslm.errors import ConfigError, NslmError, exit_on_user_error
-from nslm.run_dirs import read_results
+from nslm.run_record import read_results
 from nslm.utils.atomic import atomic_write_text
 
 try:

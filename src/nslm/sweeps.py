@@ -19,8 +19,8 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from nslm.run_dirs import read_results, run_overrides
-from nslm.utils.atomic import atomic_write_json, atomic_write_text
+from nslm.run_record import read_results, run_overrides, status_of, write_failed
+from nslm.utils.atomic import atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +50,8 @@ def summary_rows(sweep_dir: Path) -> list[dict[str, Any]]:
         if results is None:
             continue
         row = {column: results.get(column) for column in COLUMNS}
-        row.update(job=job_dir.name, status=results.get("status", "completed"))
+        row.update({name: value for name, value in results.items() if name.startswith("test/ppl_bucket_")})
+        row.update(job=job_dir.name, status=status_of(results))
         row["output_dir"] = results.get("output_dir", str(job_dir))
         rows.append(row)
         overrides.append(run_overrides(job_dir) or [])
@@ -62,10 +63,16 @@ def summary_rows(sweep_dir: Path) -> list[dict[str, Any]]:
 
 
 def write_summary(sweep_dir: Path) -> Path:
+    rows = summary_rows(sweep_dir)
+    buckets = sorted({name for row in rows for name in row if name.startswith("test/ppl_bucket_")},
+                     key=lambda name: (name.endswith("unk"), name))  # fmt: skip
+    columns = (
+        COLUMNS[: COLUMNS.index("train/tokens_per_sec")] + buckets + COLUMNS[COLUMNS.index("train/tokens_per_sec") :]
+    )
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=COLUMNS)
+    writer = csv.DictWriter(buffer, fieldnames=columns, restval="")
     writer.writeheader()
-    writer.writerows(summary_rows(sweep_dir))
+    writer.writerows(rows)
     atomic_write_text(sweep_dir / "summary.csv", buffer.getvalue())
     return sweep_dir / "summary.csv"
 
@@ -75,12 +82,9 @@ class SweepSummary(Callback):
         if config.hydra.mode != RunMode.MULTIRUN:
             return
         job_dir = Path(config.hydra.runtime.output_dir)
-        if job_return.status == JobStatus.FAILED and not (job_dir / "results.json").exists():
+        if job_return.status == JobStatus.FAILED and read_results(job_dir) is None:
             # failed before nslm could record it (e.g. while composing or instantiating)
-            atomic_write_json(
-                job_dir / "results.json",
-                {"status": "failed", "error": str(job_return._return_value), "output_dir": str(job_dir)},
-            )
+            write_failed(job_dir, str(job_return._return_value))
         write_summary(Path(config.hydra.sweep.dir))
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:

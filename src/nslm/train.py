@@ -21,13 +21,22 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from nslm.build import build_module
-from nslm.callbacks import MidEpochResume, OracleRatio, Preempted, Preemption, TokenThroughput, ValidationHistory
+from nslm.callbacks import (
+    FinishExact,
+    MidEpochResume,
+    OracleRatio,
+    Preempted,
+    Preemption,
+    TokenThroughput,
+    ValidationHistory,
+)
 from nslm.checkpoint import CheckpointMetadata, read_checkpoint, run_metadata
 from nslm.data.datamodule import SyntheticDataModule
 from nslm.distributed import export_submitit_rank_env, process_rank, run_ddp_children_on_job_config
 from nslm.distributed.strategy import check_strategy
 from nslm.errors import exit_on_user_error, user_error
-from nslm.loggers import build_loggers, finish_wandb
+from nslm.loggers import build_loggers, finish_wandb, write_summaries
+from nslm.metrics import describe_buckets
 from nslm.resume import keep_resume, resolve_resume
 from nslm.run_lock import RunLock
 from nslm.run_record import RunResults, write_completed, write_failed
@@ -69,10 +78,14 @@ def _fit_and_test(cfg: DictConfig, datamodule, resume_from: dict | None, started
 
     throughput, history = TokenThroughput(), ValidationHistory()
     oracle = OracleRatio(datamodule.oracle_ppl) if isinstance(datamodule, SyntheticDataModule) else None
+    finish = cfg.get("finish_exact") or {}
+    wants_finish = finish.get("epochs") is not None or finish.get("fraction") is not None
+    finish_exact = FinishExact(finish.get("epochs"), finish.get("fraction")) if wants_finish else None
     callbacks = [
         *instantiate_each(cfg.get("callbacks")),
         throughput,
         *([oracle] if oracle else []),  # before the history, which records the ratio
+        *([finish_exact] if finish_exact else []),
         history,
         MidEpochResume(datamodule),
         Preemption(output_dir),
@@ -101,6 +114,9 @@ def _fit_and_test(cfg: DictConfig, datamodule, resume_from: dict | None, started
         "val/ppl": val_ppl,
         "val/ppl_last": val_last,
         "test/ppl": module.last_eval.get("test/ppl"),
+        # by frequency of the target word (nslm.metrics): test of the best checkpoint; val per epoch in history
+        **{name: value for name, value in module.last_eval.items() if name.startswith("test/ppl_bucket_")},
+        "frequency_buckets": describe_buckets(datamodule.vocab.counts, module.test_ppl.bucket_of),
         **(oracle.results(val_ppl, module.last_eval.get("test/ppl")) if oracle else {}),
         "train/tokens_per_sec": throughput.tokens_per_sec,
         "train/median_step_seconds": throughput.median_step_seconds,
@@ -118,6 +134,7 @@ def _fit_and_test(cfg: DictConfig, datamodule, resume_from: dict | None, started
     }
     if trainer.is_global_zero:
         write_completed([output_dir, job_dir], results)  # a resumed run reports in both places
+        write_summaries(loggers, results)
         log.info(
             "done: val ppl %s | test ppl %s | %.0f tokens/s | outputs in %s",
             _fmt(results["val/ppl"]),
@@ -157,7 +174,7 @@ def _run(cfg: DictConfig) -> float | None:
         raise SystemExit(stop.exit_code) from None
     except Exception as err:
         record_failure(cfg, err)
-        finish_wandb(exit_code=1)
+        finish_wandb(exit_code=2 if user_error(err) is not None else 1)
         if multirun:  # Hydra records the failed job and goes on with the next one
             raise
         if (cause := user_error(err)) is not None:

@@ -45,12 +45,14 @@ from nslm.build import build_loss, build_module
 from nslm.callbacks.throughput import TokenThroughput
 from nslm.data.windows import StreamLayout, TokenWindowDataset, WindowLoader
 from nslm.optim import build_optimizer
+from nslm.run_record import run_label
 from nslm.utils.atomic import atomic_write_json, atomic_write_text
 from nslm.utils.paths import config_dir
 
 OBJECTIVES = ("sampled_softmax", "nce", "neg")
 SAMPLERS = ("uniform", "unigram", "log_uniform", "in_batch", "mixed")
 BARE = "bare PyTorch loop"  # the reference row
+FULL_PLAIN = "full (plain)"  # exact softmax through F.linear + F.cross_entropy (the [rows x V] logits stored)
 TOKENS = 60_000  # token ids per vocabulary size: more windows than any configuration steps through
 
 
@@ -84,6 +86,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         metavar="RANKS",
         help="instead of the grid: RANKS-rank DDP fits of each objective x sampler x k (nslm.bench.ddp)",
     )
+    parser.add_argument("--adaptive", action=argparse.BooleanOptionalAction, default=True,
+                        help="adaptive softmax rows (loss=adaptive) beside exact softmax")  # fmt: skip
     parser.add_argument("--out", type=Path, default=Path("outputs/bench"))
     args = parser.parse_args(argv)
     if args.ddp == 1 or args.ddp < 0:
@@ -152,7 +156,10 @@ class Bench:
         return result
 
     def grid(self) -> list[tuple[str, str | None, int | None]]:
-        rows: list[tuple[str, str | None, int | None]] = [("full", None, None)]
+        # exact softmax in both forms (chunked: nslm's default; plain: F.linear + F.cross_entropy) and
+        # adaptive softmax, the exact-normalised peer, before the sampled objectives
+        rows: list[tuple[str, str | None, int | None]] = [("full", None, None), (FULL_PLAIN, None, None)]
+        rows += [("adaptive", None, None)] if self.args.adaptive else []
         for objective in self.args.objectives:
             for sampler in self.args.samplers:
                 ks = [None] if sampler == "in_batch" else self.args.ks  # in-batch: the batch's targets
@@ -168,7 +175,7 @@ class Bench:
         torch.manual_seed(0)
         net = build_module(self.base, vocab).net.to(self.device)
         for objective, sampler, k in self.grid():
-            overrides = [f"loss={objective}"]
+            overrides = ["loss=full", "loss.chunked=false"] if objective == FULL_PLAIN else [f"loss={objective}"]
             if sampler is not None:
                 overrides += [f"sampler={sampler}", "model.net.sparse_embedding=true"]
                 overrides += [f"loss.num_negatives={k}"] if k is not None else []
@@ -216,7 +223,7 @@ class Bench:
 
 
 def _progress_line(row: dict) -> str:
-    name = "+".join(part for part in (row["objective"], row["sampler"]) if part)
+    name = run_label(row["objective"], row["sampler"])
     k = f" k={row['k']}" if row["k"] else ""
     return f"V={row['vocab_size']:,} {name}{k}: {row['tokens_per_sec']:,.0f} tokens/s"
 
@@ -271,7 +278,7 @@ def run(argv: list[str] | None = None) -> dict:
 
 
 def ddp_report(args: argparse.Namespace, bench: Bench, started: float, argv: list[str] | None) -> dict:
-    configs = [row for row in bench.grid() if row[0] != "full"]
+    configs = [row for row in bench.grid() if row[0] not in ("full", FULL_PLAIN, "adaptive")]
     report = {
         "date": datetime.now().isoformat(timespec="seconds"),
         "command": shlex.join(["nslm-bench", *(sys.argv[1:] if argv is None else argv)]),

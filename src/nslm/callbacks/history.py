@@ -42,12 +42,14 @@ class ValidationHistory(pl.Callback):
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         # (not on_validation_epoch_end: callbacks run that hook before the module has logged val/ppl)
-        if trainer.sanity_checking or self._started is None or "val/ppl" not in trainer.callback_metrics:
+        fitting = trainer.state.fn == "fit"  # not a validate() after the fit
+        if not fitting or trainer.sanity_checking or self._started is None or "val/ppl" not in trainer.callback_metrics:
             return
         record = {"epoch": trainer.current_epoch, "step": trainer.global_step, "seconds": self.fit_seconds}
-        for name in ("val/ppl", "val/ppl_over_oracle"):
-            if name in trainer.callback_metrics:
-                record[name] = float(trainer.callback_metrics[name])
+        record["objective"] = pl_module.loss.name  # what trained up to here (finish_exact switches it)
+        for name, value in trainer.callback_metrics.items():
+            if name in ("val/ppl", "val/ppl_over_oracle") or name.startswith("val/ppl_bucket_"):
+                record[name] = float(value)
         self.records.append(record)
 
     def state_dict(self) -> dict[str, Any]:

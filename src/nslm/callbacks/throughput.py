@@ -40,6 +40,8 @@ class TokenThroughput(pl.Callback):
         self.tokens += batch.num_tokens * trainer.world_size
         if (trainer.global_step) % max(1, trainer.log_every_n_steps) == 0:  # after the optimizer step: +1 done
             pl_module.log("train/tokens_per_sec", self.tokens_per_sec, prog_bar=True)
+            # tokens trained so far (all ranks, all segments): the x-axis of an equal-tokens comparison
+            pl_module.log("train/tokens_seen", float(self.tokens), reduce_fx="max")
 
     def on_validation_start(self, trainer, pl_module) -> None:
         # Validation inside fit (end of epoch or val_check_interval) pauses the clock.

@@ -39,10 +39,10 @@ from pathlib import Path
 import numpy as np
 
 from nslm.data.corpora import Corpus
-from nslm.data.token_cache import TokenCache, token_dtype
+from nslm.data.token_cache import TokenCache, publish_cache, token_dtype
 from nslm.data.vocab import EOS, UNK, Vocabulary
 from nslm.errors import ConfigError
-from nslm.utils.atomic import atomic_directory, atomic_write_json, remove_stale_temporaries
+from nslm.utils.atomic import atomic_write_json
 from nslm.utils.hashing import hash_settings
 from nslm.utils.progress import progress_bar
 
@@ -216,18 +216,13 @@ def prepare_synthetic_corpus(cache_dir: str | Path, settings: SourceSettings, sp
     for split, count in split_tokens.items():
         if count < 2:
             raise ConfigError(f"data.{split}_tokens must be at least 2, got {count}")
-    cache_dir = Path(cache_dir)
     key = hash_settings(source=asdict(settings), tokens=split_tokens, version=GENERATOR_VERSION)[:16]
-    directory = cache_dir / f"synthetic-{key}"
-    if (directory / "meta.json").is_file():
-        return directory
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    remove_stale_temporaries(cache_dir)
-    log.info("generating a synthetic corpus (V=%d) into %s", settings.vocab_size, directory)
-    source = MarkovSource(settings)
-    dtype = token_dtype(settings.vocab_size)
-    with atomic_directory(directory) as staging:
-        oracle = {"entropy_rate_nats": source.entropy_rate(), "splits": {}}
+    oracle = {}
+
+    def generate(staging: Path) -> tuple[Vocabulary, dict]:
+        source = MarkovSource(settings)
+        dtype = token_dtype(settings.vocab_size)
+        oracle.update(entropy_rate_nats=source.entropy_rate(), splits={})
         oracle["ppl_entropy_rate"] = math.exp(oracle["entropy_rate_nats"])
         for offset, (split, count) in enumerate(split_tokens.items()):
             rng = np.random.default_rng([settings.seed, GENERATOR_VERSION, 1 + offset])
@@ -237,20 +232,15 @@ def prepare_synthetic_corpus(cache_dir: str | Path, settings: SourceSettings, sp
             oracle["splits"][split] = {"tokens": len(tokens), "ppl": math.exp(nll / len(tokens))}
             if split == "train":
                 counts = _bincount(tokens, settings.vocab_size)
-        itos = [EOS if i == source.eos_id else f"w{i}" for i in range(source.num_words)] + [UNK]
-        Vocabulary(itos, counts.tolist()).save(staging / "vocab.json")
         atomic_write_json(staging / "oracle.json", oracle)
-        meta = {
-            "corpus": "synthetic",
-            "key": key,
-            "dtype": dtype.name,
-            "vocab_size": settings.vocab_size,
-            "source": asdict(settings),
-            "splits": {split: {"tokens": count} for split, count in split_tokens.items()},
-        }
-        atomic_write_json(staging / "meta.json", meta)
-    log.info("synthetic oracle: %s", json.dumps({s: round(v["ppl"], 3) for s, v in oracle["splits"].items()}))
-    return directory
+        itos = [EOS if i == source.eos_id else f"w{i}" for i in range(source.num_words)] + [UNK]
+        splits = {split: {"tokens": count} for split, count in split_tokens.items()}
+        return Vocabulary(itos, counts.tolist()), {"source": asdict(settings), "splits": splits}
+
+    cache = publish_cache(cache_dir, "synthetic", key, generate)
+    if oracle:  # generated just now
+        log.info("synthetic oracle: %s", json.dumps({s: round(v["ppl"], 3) for s, v in oracle["splits"].items()}))
+    return cache.directory
 
 
 def _bincount(tokens: np.ndarray, size: int) -> np.ndarray:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from itertools import repeat
 from pathlib import Path
@@ -105,6 +106,41 @@ def cache_key(sources: dict[str, Path], memo_file: Path, **settings: object) -> 
     return hash_settings(sources=hashes, format=FORMAT_VERSION, **settings)[:16]
 
 
+def publish_cache(
+    cache_dir: str | Path, corpus_name: str, key: str, build: Callable[[Path], tuple[Vocabulary, dict]]
+) -> TokenCache:
+    """The one way a token cache comes to exist, for text corpora and generated ones alike.
+
+    `<cache_dir>/<corpus>-<key>/` holds `vocab.json`, one `<split>.bin` of token ids per split (dtype
+    `token_dtype(V)`), any files of the corpus' own (the synthetic oracle) and `meta.json`, written last.
+    `build(staging)` writes the splits (and extras) into a staging directory and returns the vocabulary and
+    the corpus' own meta fields; the directory is renamed into place in one step, so an interrupted or
+    concurrent build (two sweep jobs, several DDP ranks) never leaves a broken cache, and the first
+    complete one wins. Stale staging directories of killed builds are cleaned up first.
+    """
+    cache_dir = Path(cache_dir)
+    directory = cache_dir / f"{corpus_name}-{key}"
+    if (directory / "meta.json").is_file():
+        return TokenCache.load(directory)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(cache_dir)
+    log.info("preparing %s into %s", corpus_name, directory)
+    with atomic_directory(directory) as staging:
+        vocab, corpus_meta = build(staging)
+        vocab.save(staging / "vocab.json")
+        meta = {
+            "corpus": corpus_name,
+            "key": key,
+            "format": FORMAT_VERSION,
+            "dtype": token_dtype(len(vocab)).name,
+            "vocab_size": len(vocab),
+            "eos": EOS,
+            **corpus_meta,
+        }
+        atomic_write_json(staging / "meta.json", meta)
+    return TokenCache.load(directory)
+
+
 def prepare_token_cache(
     corpus_name: str,
     sources: dict[str, Path],
@@ -112,19 +148,14 @@ def prepare_token_cache(
     max_vocab_size: int | None = None,
     min_freq: int = 1,
 ) -> TokenCache:
-    """Return the cache for these sources and settings, building it first if it does not exist yet."""
+    """Return the cache for these text files and settings, encoding it first if it does not exist yet."""
     cache_dir = Path(cache_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)
     check_readable(sources)
     key = cache_key(sources, cache_dir / "hashes.json", max_vocab_size=max_vocab_size, min_freq=min_freq)
-    directory = cache_dir / f"{corpus_name}-{key}"
-    if (directory / "meta.json").is_file():
-        return TokenCache.load(directory)
-    remove_stale_temporaries(cache_dir)
-    log.info("encoding %s into %s", corpus_name, directory)
-    with atomic_directory(directory) as staging:
+
+    def encode(staging: Path) -> tuple[Vocabulary, dict]:
         vocab = Vocabulary.from_pieces(read_words(sources["train"]), max_vocab_size, min_freq)
-        vocab.save(staging / "vocab.json")
         dtype = token_dtype(len(vocab))
         splits = {}
         for split in SPLITS:
@@ -141,16 +172,6 @@ def prepare_token_cache(
                     stats["replaced_chars"],
                 )
             splits[split] = {"source": str(sources[split]), **stats}
-        meta = {
-            "corpus": corpus_name,
-            "key": key,
-            "format": FORMAT_VERSION,
-            "dtype": dtype.name,
-            "vocab_size": len(vocab),
-            "eos": EOS,
-            "max_vocab_size": max_vocab_size,
-            "min_freq": min_freq,
-            "splits": splits,
-        }
-        atomic_write_json(staging / "meta.json", meta)
-    return TokenCache.load(directory)
+        return vocab, {"max_vocab_size": max_vocab_size, "min_freq": min_freq, "splits": splits}
+
+    return publish_cache(cache_dir, corpus_name, key, encode)

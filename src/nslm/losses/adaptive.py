@@ -30,7 +30,11 @@ class AdaptiveSoftmaxLoss(OutputObjective):
         (`adaptive_cutoffs.default_cutoffs`).
     div_value: each tail cluster's projection is div_value times smaller than the previous one.
     head_bias: give the head softmax a bias (the tails have none, as in torch).
+    init_range: every parameter ~ U(-r, r) (Zaremba et al.'s init, with model.net.uniform_init_all); None:
+        torch's default initialisation of its layers.
     """
+
+    name = "adaptive"
 
     exact = True
     owns_output_layer = True
@@ -43,6 +47,7 @@ class AdaptiveSoftmaxLoss(OutputObjective):
         cutoffs: Sequence[int] | None = None,
         div_value: float = 4.0,
         head_bias: bool = True,
+        init_range: float | None = None,
     ) -> None:
         super().__init__()
         if vocab_size < 2:
@@ -66,6 +71,9 @@ class AdaptiveSoftmaxLoss(OutputObjective):
         self.adaptive = nn.AdaptiveLogSoftmaxWithLoss(
             in_features, vocab_size, self.cutoffs, div_value=float(div_value), head_bias=bool(head_bias)
         )
+        if init_range is not None:
+            for parameter in self.adaptive.parameters():
+                nn.init.uniform_(parameter, -init_range, init_range)
         # cluster boundaries [c1, ..., V] on the features' device, for bucketize (not saved: derived)
         self.register_buffer("_bounds", torch.tensor(self.adaptive.cutoffs), persistent=False)
         # widest softmax one row needs (head or a cluster): bounds a token_nll chunk's logits

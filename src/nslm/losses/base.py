@@ -20,6 +20,8 @@ from nslm.losses.exact import exact_token_nll
 
 
 class OutputObjective(nn.Module):
+    #: how runs, histories and reports name it (the `loss` config option)
+    name = "objective"
     #: the training loss is the exact NLL, so exp(loss) is a perplexity (train/ppl is logged)
     exact = False
     #: the output embedding's gradient is a sparse tensor over the rows a step used

@@ -24,6 +24,8 @@ class FullSoftmaxLoss(OutputObjective):
         False: always F.linear + F.cross_entropy, which stores both (kept as the benchmarks' baseline).
     """
 
+    name = "full"
+
     #: the training loss is the true NLL, so exp(loss) is a perplexity (not so for sampled objectives)
     exact = True
 

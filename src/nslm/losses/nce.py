@@ -28,6 +28,7 @@ def logistic_loss(target: torch.Tensor, candidates: torch.Tensor, hits: torch.Te
 
 
 class NCELoss(SampledLoss):
+    name = "nce"
     removes_hits_by_default = False
 
     def initialize_output_layer(self, bias: torch.Tensor | None) -> None:

@@ -16,6 +16,7 @@ from nslm.losses.sampled import SampledLoss, SampledScores
 
 
 class NegativeSamplingLoss(SampledLoss):
+    name = "neg"
     correct_by_default = False
 
     def objective(self, scores: SampledScores) -> torch.Tensor:

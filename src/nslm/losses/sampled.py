@@ -106,6 +106,8 @@ class SampledLoss(OutputObjective):
     ) -> SampledScores:
         valid = targets != IGNORE_INDEX
         safe_targets = targets.masked_fill(~valid, 0)
+        if self.sampler.follows_model:  # this step's proposal follows this batch; padding rows zeroed (no sync)
+            self.sampler.observe(features.detach() * valid.unsqueeze(-1).to(features.dtype), weight.detach())
         candidates = self._sample(safe_targets, valid)
         sparse = self.sparse_gradients
         target_scores = (features * gather_rows(safe_targets, weight, sparse)).sum(-1)

@@ -9,6 +9,8 @@ from nslm.losses.sampled import SampledLoss, SampledScores, at_least_fp32
 
 
 class SampledSoftmaxLoss(SampledLoss):
+    name = "sampled_softmax"
+
     def objective(self, scores: SampledScores) -> torch.Tensor:
         # -inf (not -FLT_MAX) removes a hit exactly and cannot overflow in low precision; the target
         # column is always finite, so the log-sum-exp is too.

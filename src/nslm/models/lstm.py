@@ -23,6 +23,7 @@ class LSTMLanguageModel(nn.Module):
         init_range: float = 0.1,
         uniform_init_all: bool = False,
         sparse_embedding: bool = False,
+        output_layer: bool = True,
     ) -> None:
         """
         Args:
@@ -32,6 +33,8 @@ class LSTMLanguageModel(nn.Module):
             init_range: embedding and output weights ~ U(-r, r), output bias 0 (the classic example).
             uniform_init_all: also draw every LSTM parameter from U(-r, r) (Zaremba et al. 2014) instead
                 of PyTorch's default U(-1/sqrt(hidden), 1/sqrt(hidden)).
+            output_layer: build the output embedding (decoder). False when the objective has its own output
+                layer (loss=adaptive; set by nslm.build).
             sparse_embedding: the input embedding's gradient covers only the rows of the window's words
                 (with a sampled loss, no part of a step then costs O(vocabulary); SGD or Adam, see nslm.optim.sparse).
         """
@@ -50,9 +53,12 @@ class LSTMLanguageModel(nn.Module):
         self.embedding = nn.Embedding(vocab_size, embedding_dim, sparse=sparse_embedding)
         self.dropout = nn.Dropout(dropout)
         self.lstm = nn.LSTM(embedding_dim, hidden_dim, num_layers, dropout=dropout if num_layers > 1 else 0.0)
-        output_dim = embedding_dim if tie_weights else hidden_dim
-        self.projection = nn.Linear(hidden_dim, embedding_dim, bias=False) if output_dim != hidden_dim else None
-        self.decoder = nn.Linear(output_dim, vocab_size)
+        if tie_weights and not output_layer:
+            raise ConfigError("model.net.tie_weights=true needs the network's output embedding; loss=adaptive has "
+                              "its own output layer: set model.net.tie_weights=false")  # fmt: skip
+        self.output_dim = embedding_dim if tie_weights else hidden_dim
+        self.projection = nn.Linear(hidden_dim, embedding_dim, bias=False) if self.output_dim != hidden_dim else None
+        self.decoder = nn.Linear(self.output_dim, vocab_size) if output_layer else None
         self.reset_parameters(init_range, uniform_init_all)
         if tie_weights:
             self.decoder.weight = self.embedding.weight
@@ -63,17 +69,18 @@ class LSTMLanguageModel(nn.Module):
                 nn.init.uniform_(parameter, -init_range, init_range)
             return
         nn.init.uniform_(self.embedding.weight, -init_range, init_range)
-        nn.init.uniform_(self.decoder.weight, -init_range, init_range)
-        nn.init.zeros_(self.decoder.bias)
+        if self.decoder is not None:
+            nn.init.uniform_(self.decoder.weight, -init_range, init_range)
+            nn.init.zeros_(self.decoder.bias)
 
     @property
-    def output_weight(self) -> torch.Tensor:
-        """[vocab, features]: the output embedding the loss scores features against."""
-        return self.decoder.weight
+    def output_weight(self) -> torch.Tensor | None:
+        """[vocab, features]: the output embedding the loss scores features against (None without one)."""
+        return None if self.decoder is None else self.decoder.weight
 
     @property
-    def output_bias(self) -> torch.Tensor:
-        return self.decoder.bias
+    def output_bias(self) -> torch.Tensor | None:
+        return None if self.decoder is None else self.decoder.bias
 
     def sparse_tables(self, sparse_output: bool) -> list[nn.Parameter]:
         """The tables whose gradient is a sparse tensor over the rows a step used, given whether the loss
@@ -83,7 +90,8 @@ class LSTMLanguageModel(nn.Module):
         embedding, output = self.embedding.weight, self.output_weight
         if output is embedding:
             return [output] if self.embedding.sparse and sparse_output else []
-        return [param for param, sparse in ((embedding, self.embedding.sparse), (output, sparse_output)) if sparse]
+        tables = ((embedding, self.embedding.sparse), (output, sparse_output and output is not None))
+        return [param for param, sparse in tables if sparse]
 
     def forward(self, inputs: torch.Tensor, hidden: Hidden | None = None) -> tuple[torch.Tensor, Hidden]:
         """inputs [time, batch] ids -> features [time, batch, features], new hidden state.

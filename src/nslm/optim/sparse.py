@@ -121,6 +121,10 @@ class LazyAdam(torch.optim.SparseAdam):
             with torch.enable_grad():
                 loss = closure()
         for group in self.param_groups:
+            for param in group["params"]:
+                if param.grad is not None and not param.grad.is_sparse:
+                    # a dense gradient (finish_exact switched to exact softmax): every row, as Adam would
+                    param.grad = param.grad.to_sparse(sparse_dim=1)
             if not group["weight_decay"]:
                 continue
             for param in group["params"]:

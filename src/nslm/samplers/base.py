@@ -45,12 +45,18 @@ class CandidateSampler(nn.Module):
 
     #: the candidates come from the batch itself (logQ correction is then on by default for every loss)
     uses_batch = False
+    #: the proposal tracks the model: `SampledLoss` calls `observe` before every draw
+    follows_model = False
 
     def __init__(self, counts: Sequence[int] | torch.Tensor) -> None:
         super().__init__()
         self.vocab_size = len(counts)
         if self.vocab_size < 1:
             raise ConfigError("a sampler needs a non-empty vocabulary")
+
+    def observe(self, features: torch.Tensor, weight: torch.Tensor) -> None:
+        """The batch's context features [rows, D] and the current output embedding [V, D], both detached;
+        samplers whose proposal tracks the model override it."""
 
     def log_prob(self, ids: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError

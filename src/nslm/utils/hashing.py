@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import os
 from pathlib import Path
 
 from nslm.utils.atomic import atomic_write_json
@@ -44,7 +43,3 @@ def cached_sha256(path: str | Path, memo_file: str | Path) -> str:
 def hash_settings(**settings: object) -> str:
     text = json.dumps(settings, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()
-
-
-def short_hash(*parts: str) -> str:
-    return hashlib.sha256(os.pathsep.join(parts).encode()).hexdigest()[:16]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import difflib
 import inspect
-import logging
 import re
 import traceback
 from typing import TYPE_CHECKING, Any
@@ -17,7 +16,6 @@ from nslm.errors import ConfigError
 if TYPE_CHECKING:
     import pytorch_lightning as pl
 
-log = logging.getLogger(__name__)
 _UNEXPECTED = re.compile(r"unexpected keyword argument '([^']+)'")
 _LIGHTNING = ("pytorch_lightning", "lightning_fabric", "lightning")
 
