@@ -20,7 +20,7 @@ from nslm.distributed import average_gradients_across_ranks
 from tests.helpers import compose_train, run_train_cli, tiny_overrides
 
 OBJECTIVES = ["sampled_softmax", "nce", "neg"]
-SAMPLERS = ["uniform", "unigram", "log_uniform", "in_batch", "mixed"]
+SAMPLERS = ["uniform", "unigram", "log_uniform", "in_batch", "mixed", "kernel"]
 
 
 def _free_port(tmp_path: Path) -> int:

@@ -81,7 +81,8 @@ def read_run(run_dir: Path, root: Path, results: dict[str, Any]) -> Run | None:
     config = results.get("config") or {}
     choices = run_choices(run_dir)
     loss = choices.get("loss") or _short_target(config.get("loss"))
-    sampled = loss not in ("full", "FullSoftmaxLoss", "")
+    # exact objectives draw nothing: a sampler left in their config (the default group) is not shown
+    sampled = loss not in ("full", "FullSoftmaxLoss", "adaptive", "AdaptiveSoftmaxLoss", "")
     sampler = (choices.get("sampler") or _short_target(config.get("sampler"))) if sampled else ""
     k = None
     if sampled:

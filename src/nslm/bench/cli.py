@@ -50,7 +50,8 @@ from nslm.utils.atomic import atomic_write_json, atomic_write_text
 from nslm.utils.paths import config_dir
 
 OBJECTIVES = ("sampled_softmax", "nce", "neg")
-SAMPLERS = ("uniform", "unigram", "log_uniform", "in_batch", "mixed")
+SAMPLERS = ("uniform", "unigram", "log_uniform", "in_batch", "mixed")  # the default grid
+KNOWN_SAMPLERS = (*SAMPLERS, "mixed_unigram", "kernel")  # also accepted by --samplers
 BARE = "bare PyTorch loop"  # the reference row
 FULL_PLAIN = "full (plain)"  # exact softmax through F.linear + F.cross_entropy (the [rows x V] logits stored)
 TOKENS = 60_000  # token ids per vocabulary size: more windows than any configuration steps through
@@ -95,9 +96,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     for name in ("steps", "rounds", "trainer_steps"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
-    unknown = sorted(set(args.objectives) - set(OBJECTIVES)) + sorted(set(args.samplers) - set(SAMPLERS))
+    unknown = sorted(set(args.objectives) - set(OBJECTIVES)) + sorted(set(args.samplers) - set(KNOWN_SAMPLERS))
     if unknown:
-        parser.error(f"unknown {unknown}; objectives: {', '.join(OBJECTIVES)}; samplers: {', '.join(SAMPLERS)}")
+        parser.error(f"unknown {unknown}; objectives: {', '.join(OBJECTIVES)}; samplers: {', '.join(KNOWN_SAMPLERS)}")
     if min(args.vocab_sizes, default=0) < 3 or min(args.ks, default=0) < 1:
         parser.error("--vocab-sizes must be >= 3 and --ks >= 1")
     return args

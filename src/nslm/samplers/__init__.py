@@ -2,6 +2,7 @@
 
 from nslm.samplers.base import Candidates, CandidateSampler
 from nslm.samplers.in_batch import InBatchSampler
+from nslm.samplers.kernel import QuadraticKernelSampler
 from nslm.samplers.log_uniform import LogUniformSampler
 from nslm.samplers.mixed import MixedSampler
 from nslm.samplers.uniform import UniformSampler
@@ -13,6 +14,7 @@ __all__ = [
     "InBatchSampler",
     "LogUniformSampler",
     "MixedSampler",
+    "QuadraticKernelSampler",
     "UniformSampler",
     "UnigramSampler",
 ]
