@@ -116,6 +116,18 @@ class SignalAtStep(pl.Callback):
             os.kill(os.getpid(), self.signum)
 
 
+class SignalAtTestBatch(pl.Callback):
+    """Send `signal_name` to this process (rank 0 only) after test batch `batch`, unless `marker` exists."""
+
+    def __init__(self, batch: int, signal_name: str, marker: str) -> None:
+        self.batch, self.signum, self.marker = batch, getattr(signal, signal_name), Path(marker)
+
+    def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
+        if batch_idx == self.batch and trainer.is_global_zero and not self.marker.exists():
+            self.marker.write_text(str(self.batch))
+            os.kill(os.getpid(), self.signum)
+
+
 class PauseAtStep(pl.Callback):
     """After optimizer step `step`, write `paused` and wait until `release` exists (a run kept alive), unless
     `paused` exists already (so a second process running the same command does not pause)."""

@@ -3,6 +3,8 @@ own nn.AdaptiveLogSoftmaxWithLoss; default cutoffs from Zipfian count profiles; 
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
@@ -11,7 +13,7 @@ from torch import nn
 
 import nslm.losses.adaptive as adaptive_module
 from nslm.batch import IGNORE_INDEX
-from nslm.errors import ConfigError
+from nslm.errors import ConfigError, user_error
 from nslm.losses import AdaptiveSoftmaxLoss
 from nslm.utils.paths import config_dir
 
@@ -152,6 +154,16 @@ def test_default_cutoffs_for_tiny_vocabularies_and_narrow_features():
         ({"div_value": 32.0}, "div_value"),
         ({"counts": [1, 2, 3]}, "3 word counts"),
         ({"vocab_size": 1}, "at least 2 words"),
+        # values Hydra passes through as given (`loss.cutoffs=100`, `=abc`, `loss.init_range=-1`)
+        ({"cutoffs": 100}, r"must be a list of increasing ids, e\.g\. \[2000, 10000\], or null .* got 100$"),
+        ({"cutoffs": "abc"}, "must be a list of increasing ids.* got 'abc'$"),
+        ({"cutoffs": [float("inf")]}, "whole numbers"),
+        ({"cutoffs": [True]}, "whole numbers"),
+        ({"init_range": -1}, "init_range must be a number > 0.* got -1$"),
+        ({"init_range": 0}, "init_range must be a number > 0"),
+        ({"init_range": float("nan")}, "init_range must be a number > 0"),
+        ({"init_range": "abc"}, "init_range must be a number > 0"),
+        ({"div_value": "abc"}, "div_value must be a number >= 1"),
     ],
 )
 def test_bad_settings_are_one_line_config_errors(kwargs, message):
@@ -161,9 +173,29 @@ def test_bad_settings_are_one_line_config_errors(kwargs, message):
     assert "\n" not in str(info.value)
 
 
+def test_a_positive_init_range_draws_every_parameter_from_the_range():
+    loss = AdaptiveSoftmaxLoss(VOCAB, DIM, cutoffs=CUTOFFS, init_range=0.05)
+    values = torch.cat([parameter.detach().flatten() for parameter in loss.adaptive.parameters()])
+    assert values.abs().max() <= 0.05 and values.abs().max() > 0.04  # thousands of draws fill the range
+
+
 def test_loss_config_builds_the_objective():
     with initialize_config_dir(str(config_dir()), version_base="1.3"):
         cfg = compose("train", overrides=["loss=adaptive"])
     loss = instantiate(cfg.loss, _partial_=True)(vocab_size=VOCAB, in_features=DIM, counts=zipf_counts(VOCAB))
     assert isinstance(loss, AdaptiveSoftmaxLoss)
     assert loss.adaptive.head.bias is not None and loss.adaptive.div_value == 4.0
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [("loss.cutoffs=100", "got 100$"), ("loss.cutoffs=abc", "got 'abc'$"), ("loss.init_range=-1", "got -1$")],
+)
+def test_bad_overrides_are_one_line_config_errors_through_hydra(override, message):
+    with initialize_config_dir(str(config_dir()), version_base="1.3"):
+        cfg = compose("train", overrides=["loss=adaptive", override])
+    with pytest.raises(Exception) as info:  # Hydra may wrap it; the CLI prints the ConfigError behind
+        instantiate(cfg.loss, _partial_=True)(vocab_size=VOCAB, in_features=DIM, counts=zipf_counts(VOCAB))
+    cause = user_error(info.value)
+    assert isinstance(cause, ConfigError), info.value
+    assert "\n" not in str(cause) and re.search(message, str(cause)), cause

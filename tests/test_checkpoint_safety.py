@@ -112,3 +112,22 @@ def test_eval_and_generate_refuse_a_truncated_checkpoint_in_one_line(real_checkp
     path = bad_files(real_checkpoint, tmp_path)["truncated"]
     extra = [f"hydra.run.dir={tmp_path / 'e'}"] if program == "eval" else []
     _one_error_line(_cli(program, f"ckpt_path={path}", *extra), f"nslm-{program}", "is corrupt or truncated")
+
+
+def test_a_checkpoint_of_another_model_is_one_line_not_a_size_mismatch(real_checkpoint, tiny_corpus, tmp_path):
+    """torch's load_state_dict raises a many-line RuntimeError; the user chose the model, so one line."""
+    from nslm.checkpoint import checkpoint_vocabulary, module_from_checkpoint, weights_mismatch
+
+    checkpoint = read_checkpoint(real_checkpoint)
+    wider = run_train_cli(*tiny_overrides(tiny_corpus), f"ckpt_path={real_checkpoint}", "model.net.hidden_dim=24",
+                          f"hydra.run.dir={tmp_path / 'wider'}")  # fmt: skip
+    _one_error_line(wider, "nslm-train", "was trained with another model")
+    assert "resume=false" in wider.stderr
+
+    no_weights = {key: value for key, value in checkpoint.items() if key != "state_dict"}
+    assert "no state_dict" in weights_mismatch(torch.nn.Linear(2, 2), no_weights)
+    resized = dict(checkpoint, state_dict=dict(checkpoint["state_dict"]))
+    name = next(key for key, value in resized["state_dict"].items() if value.dim() == 2)
+    resized["state_dict"][name] = torch.zeros(3, 3)
+    with pytest.raises(CheckpointError, match=f"{name} is \\[3, 3\\]"):
+        module_from_checkpoint(resized, checkpoint_vocabulary(resized))

@@ -119,6 +119,7 @@ def test_a_checkpoint_interrupted_while_written_keeps_the_previous_one(tiny_corp
                                   "trainer.max_epochs?"),
         ("trainer.accelerator=tpuu", "invalid accelerator name: `accelerator='tpuu'`"),
         ("trainer.gradient_clip_algorithm=nrm", "`gradient_clip_algorithm` nrm is invalid"),
+        ("trainer.max_epochs=abc", "trainer.max_epochs must be a number, got 'abc'"),  # Lightning: AssertionError
     ],
 )  # fmt: skip
 def test_trainer_settings_lightning_refuses_are_one_config_error_line(tmp_path, override, message):
@@ -135,3 +136,21 @@ def test_instantiate_trainer_builds_a_trainer_and_lets_bugs_through(tmp_path):
     with pytest.raises(Exception, match="invalid literal") as info:  # raised outside Lightning: not a setting
         instantiate_trainer(OmegaConf.create({"_target_": "builtins.int", "_args_": ["x"]}))
     assert not isinstance(info.value, NslmError)
+
+
+def test_spawned_ranks_are_refused_in_one_line(tmp_path):
+    """ddp_spawn pickles the module back after the fit and the test then logs what its logger never saw."""
+    from nslm.distributed.strategy import check_strategy
+
+    cfg = compose_train(["trainer=ddp_cpu", "trainer.strategy=ddp_spawn"], tmp_path)
+    trainer = instantiate_trainer(cfg.trainer, logger=False)
+    with pytest.raises(ConfigError, match=r"ddp_spawn .* is not supported; use trainer=ddp"):
+        check_strategy(trainer, torch.nn.Linear(2, 2))
+
+
+@pytest.mark.parametrize("alpha", ["abc", float("inf"), -1.0, True])
+def test_a_bad_unigram_alpha_is_one_line(alpha):
+    from nslm.samplers import UnigramSampler
+
+    with pytest.raises(ConfigError, match=r"sampler\.alpha must be a number >= 0"):
+        UnigramSampler([3, 2, 1], alpha=alpha)

@@ -67,10 +67,16 @@ def test_the_exact_epochs_take_the_exact_gradient(tiny_corpus, tmp_path):
         (["finish_exact.epochs=1", "finish_exact.fraction=0.5"], "give one of finish_exact.epochs"),
         (["finish_exact.fraction=1.5"], "must be in \\(0, 1\\)"),
         (["finish_exact.epochs=1", "loss=adaptive"], "switches a sampled objective"),
+        (["finish_exact.epochs=1", "loss=full"], "switches a sampled objective"),  # (was a silent no-op)
+        (["finish_exact.epochs=1.5"], "must be a positive integer, got 1.5"),
+        (["finish_exact.epochs=true"], "must be a positive integer, got True"),
+        (["finish_exact.fraction=abc"], "must be a number in \\(0, 1\\), got 'abc'"),
+        (["++finish_exact.epoch=1"], "finish_exact has no setting epoch"),
+        (["finish_exact=3"], "finish_exact must be a group"),
     ],
 )
 def test_bad_settings_are_one_line_errors(tiny_corpus, tmp_path, overrides, message):
-    base = ["logger=[]"] if "loss=adaptive" in overrides else SAMPLED
+    base = ["logger=[]"] if any(o in overrides for o in ("loss=adaptive", "loss=full")) else SAMPLED
     cfg = compose_train([*tiny_overrides(tiny_corpus), *base, "trainer.max_epochs=3", *overrides], tmp_path)
     with pytest.raises(ConfigError, match=message):
         train(cfg)
@@ -97,3 +103,18 @@ def test_a_run_killed_after_the_switch_resumes_exact_and_matches(tiny_corpus, tm
         r["objective"] for r in expected["history"]
     ]
     assert results["test/ppl"] == expected["test/ppl"]
+
+
+def test_an_early_stop_before_the_switch_warns_that_exact_softmax_never_ran(tiny_corpus, tmp_path, caplog):
+    overrides = [
+        *tiny_overrides(tiny_corpus),
+        *SAMPLED,
+        "trainer.max_epochs=4",
+        "finish_exact.epochs=1",
+        "++trainer.limit_train_batches=3",
+        "+trainer.max_steps=6",
+    ]  # fmt: skip  (stops after epoch 2 of 4)
+    with caplog.at_level("WARNING"):
+        results = train(compose_train(overrides, tmp_path))
+    assert {entry["objective"] for entry in results["history"]} == {"sampled_softmax"}
+    assert any("exact softmax was never used" in record.getMessage() for record in caplog.records)

@@ -64,8 +64,9 @@ def test_cli_prints_text_and_rejects_bad_settings_in_one_line(checkpoint):
     assert done.stdout.startswith("w1 w2 ")
     words = done.stdout.split()  # <eos> is printed as a line break
     assert 2 < len(words) <= 32 and set(words) <= set(load_net(checkpoint)[1].itos)
-    bad = run("temperature=0")
-    assert bad.returncode == 2 and bad.stderr.strip().startswith("nslm-generate: error: temperature must be > 0")
+    for value in ("0", "nan"):
+        bad = run(f"temperature={value}")
+        assert bad.returncode == 2 and bad.stderr.strip().startswith("nslm-generate: error: temperature must be > 0")
     bad = run("num_words=abc")
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1, bad.stderr
     assert bad.stderr.startswith("nslm-generate: error: num_words must be a whole number, got 'abc'")

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from nslm.errors import ConfigError
+from nslm.errors import ConfigError, user_error
 from nslm.samplers import QuadraticKernelSampler
 
 from .helpers import compose_train, tiny_overrides, write_corpus
@@ -138,11 +138,39 @@ def test_the_proposal_follows_the_model_towards_the_words_the_contexts_point_at(
         ({"leaf_size": 0}, "leaf_size"),
         ({"refresh_every": 0}, "refresh_every"),
         ({"uniform_mix": 1.5}, "uniform_mix"),
+        # values Hydra passes through as given: each used to fail deep inside torch with a traceback
+        ({"rank": 1.5}, "rank must be a positive integer"),
+        ({"rank": True}, "rank must be a positive integer"),  # bool is an int subclass
+        ({"leaf_size": 2.5}, "leaf_size must be a positive integer"),
+        ({"leaf_size": True}, "leaf_size must be a positive integer"),
+        ({"refresh_every": 1.5}, "refresh_every must be a positive integer"),
+        ({"alpha": float("inf")}, "alpha must be a finite number"),
+        ({"alpha": float("nan")}, "alpha must be a finite number"),
+        ({"alpha": "abc"}, "alpha must be a finite number"),
+        ({"uniform_mix": float("nan")}, "uniform_mix"),
+        ({"cross_device": True}, "in-batch samplers"),
     ],
 )
 def test_bad_options_are_one_line_config_errors(options, message):
-    with pytest.raises(ConfigError, match=message):
+    with pytest.raises(ConfigError, match=message) as info:
         QuadraticKernelSampler(list(range(V)), **options)
+    assert "\n" not in str(info.value)
+
+
+def test_cross_device_false_is_accepted():
+    assert QuadraticKernelSampler(list(range(V)), cross_device=False).rank == 16
+
+
+@pytest.mark.parametrize("override", ["sampler.rank=1.5", "sampler.leaf_size=2.5", "sampler.alpha=inf",
+                                      "+sampler.cross_device=true", "sampler.rank=true"])  # fmt: skip
+def test_bad_overrides_reach_the_user_as_one_line(override, tmp_path):
+    from nslm.build import build_loss
+
+    cfg = compose_train(["loss=sampled_softmax", "sampler=kernel", override], tmp_path)
+    with pytest.raises(Exception) as info:  # Hydra wraps it; the CLI prints the ConfigError behind
+        build_loss(cfg, list(range(V)))
+    cause = user_error(info.value)
+    assert isinstance(cause, ConfigError) and "\n" not in str(cause), info.value
 
 
 def test_an_embedding_of_another_vocabulary_is_a_config_error():

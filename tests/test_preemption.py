@@ -61,7 +61,7 @@ def preempt_and_resume(corpus, tmp_path: Path, signal_name: str, extra: tuple[st
     signum = getattr(signal, signal_name)
     assert stopped.returncode == 128 + signum, stopped.stderr[-3000:]
     lines = [line for line in stopped.stderr.splitlines() if line.startswith("nslm-train:")]
-    assert len(lines) == 1 and f"stopped by {signal_name} at step" in lines[0], stopped.stderr[-3000:]
+    assert len(lines) == 1 and f"stopped by {signal_name} during training at step" in lines[0], stopped.stderr[-3000:]
     assert "Traceback" not in stopped.stderr
     run_dir = next((tmp_path / "logs").glob("train/runs/*"))
     record = json.loads((run_dir / "results.json").read_text())
@@ -94,3 +94,49 @@ def test_under_ddp_every_rank_stops_at_the_same_step_and_resumes_exactly(referen
     assert results["global_step"] == expected["ddp"]["global_step"]
     for metric in ("val/ppl", "test/ppl"):
         assert results[metric] == pytest.approx(expected["ddp"][metric], rel=1e-6), metric
+
+
+def test_a_signal_while_testing_is_recorded_and_the_same_command_tests_again(reference, tmp_path):
+    """Training is done: nothing to save, exit 143 not 0, and the rerun keeps the whole curve and clock."""
+    corpus, expected = reference
+    args = [
+        *command(corpus, tmp_path / "logs", "SIGTERM", tmp_path / "never", ()),
+        "+callbacks.test_signal._target_=tests.helpers.SignalAtTestBatch",
+        "+callbacks.test_signal.batch=0",
+        "+callbacks.test_signal.signal_name=SIGTERM",
+        f"+callbacks.test_signal.marker={tmp_path / 'signalled'}",
+    ]
+    (tmp_path / "never").write_text("")  # no signal while training
+    stopped = run_train_cli(*args)
+    assert stopped.returncode == 143, stopped.stderr[-3000:]
+    assert "Traceback" not in stopped.stderr and "during testing" in stopped.stderr
+    run_dir = next((tmp_path / "logs").glob("train/runs/*"))
+    record = json.loads((run_dir / "results.json").read_text())
+    assert record["status"] == "interrupted" and record["signal"] == "SIGTERM"
+
+    resumed = run_train_cli(*args)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    results = json.loads((run_dir / "results.json").read_text())
+    reference_run = expected["single"]
+    assert results["status"] == "completed"
+    assert results["test/ppl"] == reference_run["test/ppl"]
+    assert [h["val/ppl"] for h in results["history"]] == [h["val/ppl"] for h in reference_run["history"]]
+    assert results["wall_seconds"] >= results["history"][-1]["seconds"]  # the fit's clock came back with it
+
+
+def test_a_signal_before_training_starts_is_recorded_without_a_checkpoint(tmp_path):
+    import os
+
+    from nslm.callbacks import Preempted, Preemption
+
+    previous = signal.getsignal(signal.SIGUSR2)
+    preemption = Preemption(tmp_path)
+    preemption.install()
+    os.kill(os.getpid(), signal.SIGUSR2)  # recorded, not the default action (which would end pytest)
+    with pytest.raises(Preempted) as stop:
+        preemption.stop_if_signalled_before_fit()
+    preemption.uninstall()
+    assert stop.value.exit_code == 128 + signal.SIGUSR2 and "during set-up" in str(stop.value)
+    assert json.loads((tmp_path / "results.json").read_text())["status"] == "interrupted"
+    assert signal.getsignal(signal.SIGUSR2) == previous
+    assert json.loads((tmp_path / "results.json").read_text())["checkpoint"] is None

@@ -86,6 +86,35 @@ def test_a_dead_owners_lock_is_taken_over_and_a_live_one_refuses(tmp_path):
     assert "\n" not in str(caught.value)
 
 
+@pytest.mark.parametrize("pid", ["abc", None, True, -1, 0])
+def test_a_damaged_lock_names_no_owner_and_is_taken_over(tmp_path, pid):
+    (tmp_path / LOCK_FILE).write_text(json.dumps({"pid": pid, "host": socket.gethostname()}))
+    assert not owner_alive(read_owner(tmp_path))  # (os.kill(-1, 0) or os.kill(0, 0) would say "alive")
+    lock = RunLock(tmp_path)
+    lock.acquire()
+    assert read_owner(tmp_path)["pid"] == os.getpid()
+    lock.release()
+
+
+def test_a_reused_pid_is_not_the_dead_owner(tmp_path):
+    """The owner died and an unrelated process got its pid: its start time differs, so the run is free."""
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        stat = Path(f"/proc/{live.pid}/stat")
+        if not stat.exists():
+            pytest.skip("needs /proc")
+        started = stat.read_text().rsplit(")", 1)[-1].split()[19]  # proc(5): field 22, starttime
+        host = socket.gethostname()
+        (tmp_path / LOCK_FILE).write_text(json.dumps({"pid": live.pid, "host": host, "proc_start": started}))
+        assert owner_alive(read_owner(tmp_path))  # the owner itself
+        other = str(int(started) - 1)
+        (tmp_path / LOCK_FILE).write_text(json.dumps({"pid": live.pid, "host": host, "proc_start": other}))
+        assert not owner_alive(read_owner(tmp_path))  # the same pid, another process
+    finally:
+        live.kill()
+        live.wait()
+
+
 def test_another_hosts_lock_is_alive_while_its_heartbeat_is_fresh(tmp_path):
     (tmp_path / LOCK_FILE).write_text(json.dumps({"pid": 1, "host": "some-other-node"}))
     assert owner_alive(read_owner(tmp_path))

@@ -72,6 +72,29 @@ def test_hits_are_removed_by_default_as_tensorflow_and_word2vec_do_except_for_nc
     assert NegativeSamplingLoss(sampler, 3).remove_accidental_hits  # word2vec.c: `if (target == word) continue`
 
 
+def test_nce_never_scores_a_rows_own_target_as_noise_with_batch_candidates():
+    # In-batch candidates hold every row's target by construction (not an accidental draw): NCE's
+    # "keep hits" (TF, for drawn noise) would push each target down as its own noise sample.
+    from nslm.samplers import InBatchSampler, MixedSampler
+
+    counts = [1] * 10
+    assert NCELoss(InBatchSampler(counts), 3).remove_accidental_hits
+    assert NCELoss(MixedSampler(counts, UniformSampler(counts)), 3).remove_accidental_hits
+    assert not NCELoss(InBatchSampler(counts), 3, remove_accidental_hits=False).remove_accidental_hits
+    # by hand: batch targets [2, 5, 2, 7] -> candidates {2, 5, 7}; row r's noise terms are the others
+    torch.manual_seed(0)
+    features, weight = torch.randn(4, 6), torch.randn(10, 6)
+    targets = torch.tensor([2, 5, 2, 7])
+    loss = NCELoss(InBatchSampler(counts), 3, correct_bias=False, sparse_gradients=False)
+    got = loss(features, targets, weight, None)
+    per_row = []
+    for row, target in enumerate(targets.tolist()):
+        scores = {w: float(features[row] @ weight[w]) for w in (2, 5, 7)}
+        noise = sum(math.log1p(math.exp(s)) for w, s in scores.items() if w != target)
+        per_row.append(math.log1p(math.exp(-scores[target])) + noise)
+    assert got.item() == pytest.approx(sum(per_row) / len(per_row), rel=1e-5)
+
+
 def test_padded_targets_are_ignored():
     features, weight, bias, targets = problem()
     sampler = FixedSampler(12, [1, 2, 3], [0.1, 0.1, 0.1])

@@ -102,5 +102,29 @@ def checkpoint_vocabulary(checkpoint: dict[str, Any]) -> Vocabulary:
 def module_from_checkpoint(checkpoint: dict[str, Any], vocab: Vocabulary) -> pl.LightningModule:
     """The trained module of a loaded checkpoint, sized to `vocab`."""
     module = build_module(checkpoint_config(checkpoint), vocab)
+    problem = weights_mismatch(module, checkpoint)
+    if problem:
+        raise CheckpointError(f"the checkpoint's weights do not fit the model its own config builds: {problem}")
     module.load_state_dict(checkpoint["state_dict"])
     return module
+
+
+def weights_mismatch(module: torch.nn.Module, checkpoint: dict[str, Any]) -> str | None:
+    """Why `checkpoint["state_dict"]` cannot load into `module` (missing, unexpected or resized tensors,
+    the first few named), or None when it can. Checked before loading, where torch would raise a many-line
+    RuntimeError: a checkpoint of another model size, loss or vocabulary is the user's choice, not a bug."""
+    weights = checkpoint.get("state_dict")
+    if not isinstance(weights, dict):
+        return "it holds no state_dict (not a training checkpoint)"
+    expected = module.state_dict()
+    # (a sampler's `_extra_state` may be absent from older checkpoints: it loads without, see samplers/kernel.py)
+    problems = [f"{name} missing" for name in expected if name not in weights and not name.endswith("_extra_state")]
+    problems += [f"{name} unexpected" for name in weights if name not in expected]
+    for name, tensor in expected.items():
+        found = weights.get(name)
+        if isinstance(tensor, torch.Tensor) and isinstance(found, torch.Tensor) and found.shape != tensor.shape:
+            problems.append(f"{name} is {list(found.shape)}, the model has {list(tensor.shape)}")
+    if not problems:
+        return None
+    more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
+    return "; ".join(problems[:3]) + more

@@ -10,6 +10,8 @@ likely words when top_k > 0. `<eos>` ends a line. Same checkpoint, prompt and se
 
 from __future__ import annotations
 
+import math
+
 import hydra
 import torch
 import torch.nn.functional as F
@@ -37,7 +39,7 @@ def generate(
     output layer (its `log_probs`); the network's own output embedding and softmax when omitted."""
     if num_words < 0:
         raise ConfigError(f"num_words must be >= 0, got {num_words}")
-    if temperature <= 0:
+    if not math.isfinite(temperature) or temperature <= 0:
         raise ConfigError(f"temperature must be > 0, got {temperature} (lower values give safer text)")
     if top_k < 0:
         raise ConfigError(f"top_k must be >= 0 (0: the whole vocabulary), got {top_k}")

@@ -17,12 +17,11 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 from torch import nn
-from torchmetrics import MeanMetric
 
 from nslm.batch import IGNORE_INDEX, TokenWindow
 from nslm.errors import ConfigError, NslmError
 from nslm.losses import FullSoftmaxLoss, OutputObjective
-from nslm.metrics import SplitPerplexity
+from nslm.metrics import Float64Mean, SplitPerplexity
 from nslm.metrics import frequency_buckets as frequency_buckets_of
 from nslm.models.lstm import Hidden, detach_hidden
 from nslm.optim import build_optimizer, clip_sparse_aware_
@@ -54,7 +53,7 @@ class LanguageModelModule(pl.LightningModule):
                 `scheduler_monitor`.
             loss: the training objective; exact full softmax when omitted.
             frequency_buckets: val/test perplexity is also reported per bucket of target-word frequency
-                (equal training-token mass each, `<unk>` apart; nslm.metrics), from `word_counts` (the
+                (at most this many, of equal training-token mass, `<unk>` apart; nslm.metrics), from `word_counts` (the
                 vocabulary's training counts by id) and `unk_id`. Without counts: overall only.
         """
         super().__init__()
@@ -73,8 +72,8 @@ class LanguageModelModule(pl.LightningModule):
         self.val_ppl, self.test_ppl = SplitPerplexity(bucket_of, by_bucket), SplitPerplexity(bucket_of, by_bucket)
         # Self-normalisation (log Z = logsumexp of the full logits): NCE-trained models are used
         # unnormalised, so how far log Z strays from 0 matters. Mean and mean square give the std.
-        self.val_log_z = MeanMetric(nan_strategy="disable").set_dtype(torch.float64)
-        self.val_log_z_sq = MeanMetric(nan_strategy="disable").set_dtype(torch.float64)
+        self.val_log_z = Float64Mean(nan_strategy="disable")  # float64 under any trainer.precision
+        self.val_log_z_sq = Float64Mean(nan_strategy="disable")
         self.loss.initialize_output_layer(net.output_bias)
         #: the LSTM state carried (detached) from one training window to the next; a resumed run gets it
         #: back from its checkpoint (nslm.callbacks.mid_epoch)

@@ -7,25 +7,36 @@ averaged away (torchmetrics' MeanMetric would drop NaN values by default).
 
 Frequency buckets (Jozefowicz et al. 2016 break perplexity down the same way, since sampled objectives
 lose mostly on rare words): the vocabulary minus `<unk>` is cut, most frequent words first, into
-`num_buckets` groups of about equal training-token mass; `<unk>` is a bucket of its own. Bucket b's
-perplexity is exp(mean NLL of the targets that fall in it). Names: `val/ppl_bucket_0` (the most frequent
-words) ... `val/ppl_bucket_<B-1>` (the rarest), `val/ppl_bucket_unk`; the same under `test/`.
+at most `num_buckets` (B) groups of about equal training-token mass; `<unk>` is a bucket of its own.
+B is an upper bound: a word holding more than 1/B of the mass fills several buckets' worth on its own,
+and the buckets it would leave empty are dropped, so the non-empty buckets are numbered consecutively
+0..n-1 (n <= B) and an empty bucket is never listed. Bucket b's perplexity is exp(mean NLL of the
+targets that fall in it). Names: `val/ppl_bucket_0` (the most frequent words) ... `val/ppl_bucket_<n-1>`
+(the rarest), `val/ppl_bucket_unk`; the same under `test/`.
+
+The sums are float64 whatever the trainer's precision: bf16-true converts the whole LightningModule with
+`.to(torch.bfloat16)`, and torchmetrics applies that to metric states too, so `SplitPerplexity` (and
+`Float64Mean`) move float64 states by device only (`Float64States`).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
-from torchmetrics import Metric
+from torch.nn import Module
+from torchmetrics import MeanMetric, Metric
 
 from nslm.batch import IGNORE_INDEX
 
 
 def frequency_buckets(counts: Sequence[int], unk_id: int, num_buckets: int) -> torch.Tensor:
-    """bucket index of every word id [V]: 0..num_buckets-1 by equal training-token mass (frequent first),
-    num_buckets for `<unk>`. Words never seen in training go to the rarest bucket."""
+    """bucket index of every word id [V]: 0..n-1 (n <= num_buckets) by equal training-token mass (frequent
+    first), n for `<unk>`. A word starts bucket floor(B x tokens of the more frequent words / total); a
+    word holding more than 1/B of the mass makes the next start skip numbers, so the buckets in use are
+    renumbered consecutively. Words never seen in training go to the rarest bucket of the seen words."""
     counts_t = torch.as_tensor(list(counts), dtype=torch.float64)
     order = torch.argsort(counts_t, descending=True, stable=True)
     order = order[order != unk_id]
@@ -33,10 +44,14 @@ def frequency_buckets(counts: Sequence[int], unk_id: int, num_buckets: int) -> t
     before = torch.cumsum(mass, 0) - mass  # training tokens of the more frequent words
     total = float(mass.sum())
     bucket_in_order = (before * num_buckets / max(total, 1.0)).floor().clamp(max=num_buckets - 1).long()
-    bucket_in_order[mass == 0] = num_buckets - 1
+    seen = mass > 0
+    # unseen words sort last, so they join the last seen word's bucket rather than opening one of their own
+    bucket_in_order[~seen] = int(bucket_in_order[seen].max()) if bool(seen.any()) else 0
+    # consecutive numbering: the rank of each bucket index among those in use (sorted, so order is kept)
+    used, bucket_in_order = torch.unique(bucket_in_order, sorted=True, return_inverse=True)
     bucket_of = torch.empty(len(counts_t), dtype=torch.long)
     bucket_of[order] = bucket_in_order
-    bucket_of[unk_id] = num_buckets
+    bucket_of[unk_id] = len(used)
     return bucket_of
 
 
@@ -59,7 +74,36 @@ def describe_buckets(counts: Sequence[int], bucket_of: torch.Tensor) -> list[dic
     ]
 
 
-class SplitPerplexity(Metric):
+class Float64States(Metric):
+    """A metric whose float64 states stay float64 whatever the module's precision: Lightning's bf16-true
+    and 16-true call `module.to(dtype)`, which torchmetrics applies to metric states, and a bf16 sum both
+    breaks `index_add_` of float64 values and rounds a split's NLL to 3 significant digits. The states
+    still follow the module's device."""
+
+    def _apply(self, fn: Callable, exclude_state: Sequence[str] = ()) -> Module:
+        pinned = [
+            key
+            for key, value in getattr(self, "_defaults", {}).items()
+            if isinstance(value, torch.Tensor) and value.dtype == torch.float64 and key not in exclude_state
+        ]
+        this = super()._apply(fn, exclude_state=(*exclude_state, *pinned))
+        for key in pinned:  # `this.device` already follows `fn`
+            this._defaults[key] = this._defaults[key].to(device=this.device, dtype=torch.float64)
+            setattr(this, key, getattr(this, key).to(device=this.device, dtype=torch.float64))
+        if pinned:  # torchmetrics casts update() inputs to `dtype` (MeanMetric does)
+            this._dtype = torch.float64
+        return this
+
+
+class Float64Mean(Float64States, MeanMetric):
+    """torchmetrics' MeanMetric accumulated in float64 under any trainer precision."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.set_dtype(torch.float64)
+
+
+class SplitPerplexity(Float64States):
     """Sums of token NLL and token counts, in total and per frequency bucket (float64, summed over ranks)."""
 
     full_state_update = False

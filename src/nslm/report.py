@@ -24,7 +24,7 @@ from typing import Any
 
 from nslm.errors import NslmError, exit_on_user_error
 from nslm.report_inputs import BadInput, check_bench, check_results, read_json
-from nslm.run_record import run_choices, run_label
+from nslm.run_record import bucket_count, bucket_order, negatives_label, run_choices, run_label
 from nslm.utils.atomic import TMP_MARK, atomic_write_text
 
 
@@ -49,6 +49,8 @@ class Run:
     output_dir: str = field(default="", repr=False)  # where the run lives (a resumed run reports twice)
     #: test ppl by target-word frequency bucket (`bucket_0` most frequent ... `bucket_unk`; nslm.metrics)
     buckets: dict[str, float] = field(default_factory=dict, repr=False)
+    #: how many buckets (besides <unk>) the run cut its words into: runs that differ compare other words
+    bucket_count: int | None = field(default=None, repr=False)
 
     @property
     def method(self) -> str:
@@ -84,9 +86,7 @@ def read_run(run_dir: Path, root: Path, results: dict[str, Any]) -> Run | None:
     # exact objectives draw nothing: a sampler left in their config (the default group) is not shown
     sampled = loss not in ("full", "FullSoftmaxLoss", "adaptive", "AdaptiveSoftmaxLoss", "")
     sampler = (choices.get("sampler") or _short_target(config.get("sampler"))) if sampled else ""
-    k = None
-    if sampled:
-        k = "batch" if sampler == "in_batch" else _node(config, "loss").get("num_negatives")
+    k = negatives_label(sampler, _node(config, "loss").get("num_negatives")) if sampled else None
     corpus = choices.get("data") or _short_target(_node(config, "data").get("corpus"))
     wall = results.get("wall_seconds")
     return Run(
@@ -112,6 +112,7 @@ def read_run(run_dir: Path, root: Path, results: dict[str, Any]) -> Run | None:
             for name, value in results.items()
             if name.startswith("test/ppl_bucket_") and isinstance(value, (int, float))
         },
+        bucket_count=bucket_count(results),
     )
 
 
@@ -183,8 +184,19 @@ def table_rows(runs: list[Run], sort: str) -> list[Run]:
 
 
 def _bucket_names(runs: list[Run]) -> list[str]:
-    names = {name for run in runs for name in run.buckets}
-    return sorted(names, key=lambda name: (name == "bucket_unk", name))
+    return bucket_order(name for run in runs for name in run.buckets)
+
+
+def warn_on_mixed_buckets(runs: list[Run]) -> None:
+    """One warning line when runs cut words into different numbers of frequency buckets: their bucket
+    columns (and ppl_by_frequency.png points) share a name but not the words behind it."""
+    first_with: dict[int, str] = {}
+    for run in runs:
+        if run.bucket_count is not None:
+            first_with.setdefault(run.bucket_count, run.run)
+    if len(first_with) > 1:
+        which = ", ".join(f"{count} in {run}" for count, run in sorted(first_with.items()))
+        warn(f"runs use different numbers of frequency buckets ({which}): bucket_<b> holds different words per run")
 
 
 def _row(run: Run, targets: list[float]) -> dict[str, Any]:
@@ -274,6 +286,7 @@ def report(argv: list[str] | None = None) -> dict[str, Any]:
     runs, benches = collect(args.dirs)
     out = args.out or args.dirs[0] / "report"
     ordered = table_rows(runs, args.sort)
+    warn_on_mixed_buckets(ordered)
     markdown = markdown_table(ordered, args.time_to) if ordered else ""
     written = publish(out, ordered, benches, markdown, plots=not args.no_plots, targets=args.time_to)
     print(markdown, end="")

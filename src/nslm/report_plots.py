@@ -10,7 +10,7 @@
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -19,7 +19,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-from nslm.run_record import run_label
+from nslm.run_record import bucket_order, run_label
 from nslm.utils.atomic import atomic_path
 
 if TYPE_CHECKING:
@@ -74,12 +74,10 @@ def val_ppl_vs_time(runs: list[Run], path: Path) -> Path | None:
     groups = sorted({(run.corpus, run.vocab_size) for run in curves})
     figure, axes = _panels(len(groups))
     for axis, group in zip(axes, groups, strict=True):
-        for run in curves:
-            if (run.corpus, run.vocab_size) != group:
-                continue
-            k = f" k={run.k}" if isinstance(run.k, int) else ""
+        here = [run for run in curves if (run.corpus, run.vocab_size) == group]
+        for run, label in zip(here, legend_labels(here), strict=True):
             minutes = [record["seconds"] / 60 for record in run.history]
-            axis.plot(minutes, [record["val/ppl"] for record in run.history], marker=".", label=run.method + k)
+            axis.plot(minutes, [record["val/ppl"] for record in run.history], marker=".", label=label)
         axis.set(yscale="log", xlabel="wall-clock (minutes)", ylabel="exact val ppl",
                  title=f"{group[0]}, V = {group[1]:,}")  # fmt: skip
         axis.grid(alpha=0.3, which="both")
@@ -120,6 +118,16 @@ def tokens_per_sec_vs_vocab(runs: list[Run], benches: list[dict], path: Path) ->
     return _save(figure, path)
 
 
+def legend_labels(runs: list[Run]) -> list[str]:
+    """One legend entry per run (its method and k), distinct: runs that would share an entry also get
+    their directory (the table's `run`), and then their place in the list."""
+    labels = [run.method + (f" k={run.k}" if isinstance(run.k, int) else "") for run in runs]
+    for suffix in (lambda index: f" ({runs[index].run})", lambda index: f" #{index + 1}"):
+        seen = Counter(labels)
+        labels = [label + suffix(index) if seen[label] > 1 else label for index, label in enumerate(labels)]
+    return labels
+
+
 def ppl_by_frequency(runs: list[Run], path: Path) -> Path | None:
     with_buckets = [run for run in runs if run.buckets]
     if not with_buckets:
@@ -127,15 +135,16 @@ def ppl_by_frequency(runs: list[Run], path: Path) -> Path | None:
     groups = sorted({(run.corpus, run.vocab_size or 0) for run in with_buckets})
     figure, axes = _panels(len(groups))
     for axis, group in zip(axes, groups, strict=True):
-        for run in with_buckets:
-            if (run.corpus, run.vocab_size or 0) != group:
-                continue
-            names = sorted(run.buckets, key=lambda name: (name == "bucket_unk", name))
-            k = f" k={run.k}" if isinstance(run.k, int) else ""
-            style = "--" if run.loss == "full" else "-"
-            axis.plot(range(len(names)), [run.buckets[name] for name in names], style, marker="o",
-                      label=run.method + k)  # fmt: skip
-            axis.set_xticks(range(len(names)), [name.removeprefix("bucket_") for name in names])
+        here = [run for run in with_buckets if (run.corpus, run.vocab_size or 0) == group]
+        # one x position per bucket name of any run here, in bucket order: a run with fewer buckets
+        # (or an older record's gaps) is drawn at its own names, never shifted onto another run's
+        names = bucket_order(name for run in here for name in run.buckets)
+        position = {name: index for index, name in enumerate(names)}
+        for run, label in zip(here, legend_labels(here), strict=True):
+            own = bucket_order(run.buckets)
+            axis.plot([position[name] for name in own], [run.buckets[name] for name in own],
+                      "--" if run.loss == "full" else "-", marker="o", label=label)  # fmt: skip
+        axis.set_xticks(range(len(names)), [name.removeprefix("bucket_") for name in names])
         axis.set(yscale="log", xlabel="target-word frequency bucket (0: most frequent; equal token mass)",
                  ylabel="exact test ppl", title=f"{group[0]}, V = {group[1]:,}")  # fmt: skip
         axis.grid(alpha=0.3, which="both")

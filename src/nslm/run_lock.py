@@ -58,6 +58,17 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def process_start(pid: int) -> str | None:
+    """When process `pid` started (Linux: clock ticks since boot, /proc/<pid>/stat field 22); None elsewhere.
+    A pid alone can be reused by an unrelated process after the owner died (container restarts reuse low
+    pids): the lock records both and the owner is alive only if both still match."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[-1].split()[19]  # fields after "(comm)": state is field 3, starttime 22
+
+
 def owner_alive(owner: dict[str, Any] | None) -> bool:
     if owner is None:
         return False
@@ -65,8 +76,17 @@ def owner_alive(owner: dict[str, Any] | None) -> bool:
     if slurm_job and owner.get("slurm_job") == slurm_job:
         return False  # this job's own earlier incarnation (requeued): it is gone
     if owner.get("host") == socket.gethostname():
-        return owner.get("pid") != os.getpid() and _pid_alive(int(owner.get("pid", -1)))
-    return time.time() - float(owner.get("heartbeat", 0)) < STALE_AFTER_S
+        pid = owner.get("pid")
+        if isinstance(pid, bool) or not isinstance(pid, int) or pid <= 0:
+            return False  # a damaged lock names no process: nobody owns the run
+        if pid == os.getpid() or not _pid_alive(pid):
+            return False
+        recorded, now = owner.get("proc_start"), process_start(pid)
+        return recorded is None or now is None or recorded == now  # same pid, another process: dead owner
+    try:
+        return time.time() - float(owner.get("heartbeat", 0)) < STALE_AFTER_S
+    except (TypeError, ValueError):
+        return False
 
 
 def describe(owner: dict[str, Any]) -> str:
@@ -79,6 +99,7 @@ class RunLock:
         self.path = self.run_dir / LOCK_FILE
         self.me = {
             "pid": os.getpid(),
+            "proc_start": process_start(os.getpid()),
             "host": socket.gethostname(),
             "slurm_job": os.environ.get("SLURM_JOB_ID"),
             "nonce": secrets.token_hex(8),

@@ -18,6 +18,7 @@ that started it) and `.hydra/hydra.yaml` (the config-group choices), read here t
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, TypedDict
 
@@ -69,12 +70,12 @@ def write_failed(run_dir: Path, error: BaseException | str) -> None:
     atomic_write_json(run_dir / RESULTS_FILE, {"status": FAILED, "error": message, "output_dir": str(run_dir)})
 
 
-def write_interrupted(run_dir: Path, signal_name: str, checkpoint: Path, global_step: int) -> None:
-    """A preempted run's record: where it stopped and what the same command resumes from."""
+def write_interrupted(run_dir: Path, signal_name: str, checkpoint: Path | None, global_step: int) -> None:
+    """A preempted run's record: where it stopped and what the same command resumes from (None: nothing yet)."""
     record = {
         "status": INTERRUPTED,
         "signal": signal_name,
-        "checkpoint": str(checkpoint),
+        "checkpoint": str(checkpoint) if checkpoint is not None else None,
         "global_step": global_step,
         "output_dir": str(run_dir),
     }
@@ -119,13 +120,54 @@ def run_choices(run_dir: Path) -> dict[str, str]:
     return {str(key): str(value) for key, value in choices.items() if value is not None}
 
 
+def bucket_order(names: Iterable[str]) -> list[str]:
+    """Frequency-bucket names (`bucket_0` most frequent ... `bucket_unk`; nslm.metrics), each once, in
+    bucket order: by number, not as text (`bucket_10` after `bucket_9`), `bucket_unk` last. Metric names
+    (`test/ppl_bucket_<b>`) sort the same way."""
+
+    def key(name: str) -> tuple[bool, bool, int, str]:
+        index = name.rsplit("bucket_", 1)[-1]
+        return index == "unk", not index.isdigit(), int(index) if index.isdigit() else 0, name
+
+    return sorted(set(names), key=key)
+
+
+def bucket_count(record: dict[str, Any]) -> int | None:
+    """How many frequency buckets (besides `<unk>`) a completed record's run cut its words into: its
+    `frequency_buckets` rows that hold words (records before consecutive numbering also listed empty
+    ones), else its numbered `test/ppl_bucket_<b>` figures; None without either."""
+    rows = record.get("frequency_buckets")
+    if isinstance(rows, list) and rows:
+        return sum(
+            1 for row in rows if isinstance(row, dict) and row.get("bucket") != "bucket_unk" and row.get("words") != 0
+        )
+    numbered = [name for name in record if name.startswith("test/ppl_bucket_") and name != "test/ppl_bucket_unk"]
+    return len(numbered) or None
+
+
+#: in-batch negatives, by config-group option or class name (a run without Hydra's record): the batch's
+#: own targets are the negatives, so the run has no k of its own
+IN_BATCH = ("in_batch", "InBatchSampler")
+
+
+def draws_k(sampler: str | None) -> bool:
+    """Whether `sampler` draws a chosen number k of negatives (every sampler but in-batch)."""
+    return sampler not in IN_BATCH
+
+
+def negatives_label(sampler: str | None, k: int | None) -> int | str | None:
+    """The k reports and benchmarks show for a sampled objective: k, or `"batch"` for in-batch negatives
+    (the batch decides how many; a k left in the config does not apply)."""
+    return k if draws_k(sampler) else "batch"
+
+
 def run_label(loss: str, sampler: str | None = None, k: int | None = None, sep: str = "+") -> str:
     """How nslm names an objective everywhere (reports, benchmarks, W&B): `full`, `nce+unigram k=1024`,
-    `sampled_softmax+in_batch` (in-batch negatives have no k: the batch decides). `sep="-"` gives the
+    `sampled_softmax+in_batch` (in-batch negatives have no k: `negatives_label`). `sep="-"` gives the
     slug form W&B run names use: `nce-unigram-k1024`."""
     if loss in ("full", "adaptive") or not sampler:
         return loss
-    with_k = k is not None and sampler != "in_batch"
+    with_k = k is not None and draws_k(sampler)
     if sep == "+":
         return f"{loss}+{sampler}" + (f" k={k}" if with_k else "")
     return sep.join([loss, sampler, *([f"k{k}"] if with_k else [])])

@@ -19,7 +19,7 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from nslm.run_record import read_results, run_overrides, status_of, write_failed
+from nslm.run_record import bucket_order, read_results, run_overrides, status_of, write_failed
 from nslm.utils.atomic import atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -64,8 +64,7 @@ def summary_rows(sweep_dir: Path) -> list[dict[str, Any]]:
 
 def write_summary(sweep_dir: Path) -> Path:
     rows = summary_rows(sweep_dir)
-    buckets = sorted({name for row in rows for name in row if name.startswith("test/ppl_bucket_")},
-                     key=lambda name: (name.endswith("unk"), name))  # fmt: skip
+    buckets = bucket_order({name for row in rows for name in row if name.startswith("test/ppl_bucket_")})
     columns = (
         COLUMNS[: COLUMNS.index("train/tokens_per_sec")] + buckets + COLUMNS[COLUMNS.index("train/tokens_per_sec") :]
     )

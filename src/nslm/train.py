@@ -12,6 +12,7 @@ import logging
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import hydra
 import pytorch_lightning as pl
@@ -30,11 +31,11 @@ from nslm.callbacks import (
     TokenThroughput,
     ValidationHistory,
 )
-from nslm.checkpoint import CheckpointMetadata, read_checkpoint, run_metadata
+from nslm.checkpoint import CheckpointMetadata, read_checkpoint, run_metadata, weights_mismatch
 from nslm.data.datamodule import SyntheticDataModule
 from nslm.distributed import export_submitit_rank_env, process_rank, run_ddp_children_on_job_config
 from nslm.distributed.strategy import check_strategy
-from nslm.errors import exit_on_user_error, user_error
+from nslm.errors import ConfigError, exit_on_user_error, user_error
 from nslm.loggers import build_loggers, finish_wandb, write_summaries
 from nslm.metrics import describe_buckets
 from nslm.resume import keep_resume, resolve_resume
@@ -51,7 +52,18 @@ def train(cfg: DictConfig) -> RunResults:
     """Train and/or test as `cfg` says; return the run record written to `<output_dir>/results.json`."""
     started = time.perf_counter()
     job_dir = Path(cfg.paths.output_dir)  # where Hydra put this job; may differ from output_dir on resume
+    preemption = Preemption(job_dir)  # from here on a signal is recorded, never a default action
+    preemption.install()
+    try:
+        return _train(cfg, preemption, started, job_dir)
+    finally:
+        preemption.uninstall()
+
+
+def _train(cfg: DictConfig, preemption: Preemption, started: float, job_dir: Path) -> RunResults:
     auto_resumed = resolve_resume(cfg)
+    preemption.output_dir = Path(cfg.paths.output_dir)  # the resumed run's directory, when it resumes one
+    preemption.checkpoint = preemption.output_dir / "checkpoints" / "preempted.ckpt"
     # read safely (weights_only) and checked before Lightning touches it: one line if it is unusable
     resume_from = read_checkpoint(cfg.ckpt_path, mmap=True) if cfg.get("ckpt_path") else None
 
@@ -64,21 +76,28 @@ def train(cfg: DictConfig) -> RunResults:
     if lock is not None:
         lock.acquire()
     try:
-        return _fit_and_test(cfg, datamodule, resume_from, started, job_dir)
+        return _fit_and_test(cfg, datamodule, resume_from, started, job_dir, preemption)
     finally:
         if lock is not None:
             lock.release()
 
 
-def _fit_and_test(cfg: DictConfig, datamodule, resume_from: dict | None, started: float, job_dir: Path) -> RunResults:
+def _fit_and_test(
+    cfg: DictConfig, datamodule, resume_from: dict | None, started: float, job_dir: Path, preemption: Preemption
+) -> RunResults:
     pl.seed_everything(cfg.seed, workers=True)
     output_dir = Path(cfg.paths.output_dir)
     module = build_module(cfg, datamodule.vocab)
+    if resume_from is not None and (problem := weights_mismatch(module, resume_from)):
+        raise ConfigError(
+            f"{cfg.ckpt_path} was trained with another model than this config builds ({problem}): resume with "
+            "the run's own model/loss settings, or start afresh (resume=false, ckpt_path=null)"
+        )
     metadata = run_metadata(cfg, datamodule.vocab, corpus_key=datamodule.cache.directory.name)
 
     throughput, history = TokenThroughput(), ValidationHistory()
     oracle = OracleRatio(datamodule.oracle_ppl) if isinstance(datamodule, SyntheticDataModule) else None
-    finish = cfg.get("finish_exact") or {}
+    finish = finish_exact_settings(cfg.get("finish_exact"))
     wants_finish = finish.get("epochs") is not None or finish.get("fraction") is not None
     finish_exact = FinishExact(finish.get("epochs"), finish.get("fraction")) if wants_finish else None
     callbacks = [
@@ -88,7 +107,7 @@ def _fit_and_test(cfg: DictConfig, datamodule, resume_from: dict | None, started
         *([finish_exact] if finish_exact else []),
         history,
         MidEpochResume(datamodule),
-        Preemption(output_dir),
+        preemption,
         CheckpointMetadata(metadata),
     ]
     if not cfg.trainer.get("enable_progress_bar", True):  # the flag wins over a configured bar
@@ -100,6 +119,7 @@ def _fit_and_test(cfg: DictConfig, datamodule, resume_from: dict | None, started
         logger.log_hyperparams(metadata["config"])
     del resume_from  # (memory-mapped)
 
+    preemption.stop_if_signalled_before_fit()
     if cfg.get("train"):
         trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"), weights_only=True)
     val_last = module.last_eval.get("val/ppl")
@@ -143,6 +163,18 @@ def _fit_and_test(cfg: DictConfig, datamodule, resume_from: dict | None, started
             output_dir,
         )
     return {**results, "status": "completed"}
+
+
+def finish_exact_settings(node: Any) -> dict[str, Any]:
+    """`finish_exact: {epochs, fraction}` checked for shape: `finish_exact=3` or a typo (`epoch`) is one line."""
+    if node is None:
+        return {}
+    if not isinstance(node, (dict, DictConfig)):
+        raise ConfigError(f"finish_exact must be a group, e.g. finish_exact.epochs=3, got {node!r}")
+    unknown = sorted(set(node) - {"epochs", "fraction"})
+    if unknown:
+        raise ConfigError(f"finish_exact has no setting {', '.join(unknown)}: use finish_exact.epochs or .fraction")
+    return dict(node)
 
 
 def record_failure(cfg: DictConfig, error: BaseException) -> None:

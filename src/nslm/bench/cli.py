@@ -32,11 +32,11 @@ from pathlib import Path
 import numpy as np
 import pytorch_lightning as pl
 import torch
-from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from torch import nn
 
 from nslm.bench.bare_loop import ClassicRNNModel, bare_step, batchify, train_epoch
+from nslm.bench.config import compose_config
 from nslm.bench.ddp import ddp_rows
 from nslm.bench.profile import Clock, peak_memory, profile_nslm_step, reset_peak_memory, rss_mb, summarize
 from nslm.bench.step import zipf_tokens, zipf_vocabulary
@@ -45,9 +45,8 @@ from nslm.build import build_loss, build_module
 from nslm.callbacks.throughput import TokenThroughput
 from nslm.data.windows import StreamLayout, TokenWindowDataset, WindowLoader
 from nslm.optim import build_optimizer
-from nslm.run_record import run_label
+from nslm.run_record import draws_k, run_label
 from nslm.utils.atomic import atomic_write_json, atomic_write_text
-from nslm.utils.paths import config_dir
 
 OBJECTIVES = ("sampled_softmax", "nce", "neg")
 SAMPLERS = ("uniform", "unigram", "log_uniform", "in_batch", "mixed")  # the default grid
@@ -55,11 +54,6 @@ KNOWN_SAMPLERS = (*SAMPLERS, "mixed_unigram", "kernel")  # also accepted by --sa
 BARE = "bare PyTorch loop"  # the reference row
 FULL_PLAIN = "full (plain)"  # exact softmax through F.linear + F.cross_entropy (the [rows x V] logits stored)
 TOKENS = 60_000  # token ids per vocabulary size: more windows than any configuration steps through
-
-
-def compose_config(overrides: list[str]):
-    with initialize_config_dir(str(config_dir()), version_base="1.3"):
-        return compose("train", overrides=["experiment=ptb_example", "paths.output_dir=.", *overrides])
 
 
 def _csv(kind):
@@ -163,7 +157,7 @@ class Bench:
         rows += [("adaptive", None, None)] if self.args.adaptive else []
         for objective in self.args.objectives:
             for sampler in self.args.samplers:
-                ks = [None] if sampler == "in_batch" else self.args.ks  # in-batch: the batch's targets
+                ks = self.args.ks if draws_k(sampler) else [None]  # in-batch: the batch's targets
                 rows += [(objective, sampler, k) for k in ks]
         return rows
 

@@ -29,6 +29,7 @@ import torch
 import torch.multiprocessing as mp
 from hydra.utils import instantiate
 
+from nslm.bench.config import compose_config
 from nslm.bench.step import zipf_tokens, zipf_vocabulary
 from nslm.build import build_module
 from nslm.data.windows import StreamLayout, TokenWindowDataset, WindowLoader
@@ -55,8 +56,6 @@ class _StepClock(pl.Callback):
 
 
 def _worker(rank: int, world: int, port: int, job: dict, out: str) -> None:
-    from nslm.bench.cli import compose_config  # the bench's config (experiment=ptb_example)
-
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE=str(world), RANK=str(rank),
                       LOCAL_RANK=str(rank), NODE_RANK="0")  # fmt: skip
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // world) if job["device"] == "cpu" else 1)

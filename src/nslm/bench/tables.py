@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from nslm.run_record import negatives_label
+
 
 def _ms(seconds: float | None) -> str:
     return "" if seconds is None else f"{1000 * seconds:,.1f}"
@@ -45,8 +47,9 @@ def ddp_table(rows: list[dict]) -> list[str]:
             if r["vocab_size"] == smallest}  # fmt: skip
     for row in rows:
         reference = base.get((row["objective"], row["sampler"], row["k"], row["sync"]))
+        k = negatives_label(row["sampler"], row["k"]) or ""
         lines.append(
-            f"| {row['vocab_size']:,} | {row['objective']} | {row['sampler'] or ''} | {row['k'] or ''} | "
+            f"| {row['vocab_size']:,} | {row['objective']} | {row['sampler'] or ''} | {k} | "
             f"{row['sync']} | {_ms(row['median_step_s'])} | {row['tokens_per_sec']:,.0f} | "
             f"{row['bytes_sent_per_step'] / 1e6:,.2f} | {row['dense_allreduce_bytes_per_step'] / 1e6:,.1f} | "
             f"{_ratio(row['median_step_s'] / reference if reference else None)} |"
@@ -81,7 +84,7 @@ def markdown_report(report: dict) -> str:
             if row["vocab_size"] != vocab_size:
                 continue
             split = row.get("split_s", {})
-            k = row["k"] if row["k"] else ("batch" if row["sampler"] == "in_batch" else "")
+            k = negatives_label(row["sampler"], row["k"]) or ""
             memory = [f"{row['peak_rss_mb']:,.0f}", f"{row['step_memory_mb']:,.0f}"]
             memory += [f"{row['peak_cuda_mb']:,.0f}"] if "peak_cuda_mb" in row else []
             lines.append(

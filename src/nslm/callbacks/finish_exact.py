@@ -29,6 +29,10 @@ class FinishExact(pl.Callback):
             raise ConfigError(
                 "give one of finish_exact.epochs (last N epochs) or finish_exact.fraction (of max_epochs)"
             )
+        if epochs is not None and (isinstance(epochs, bool) or not isinstance(epochs, int)):
+            raise ConfigError(f"finish_exact.epochs must be a positive integer, got {epochs!r}")
+        if fraction is not None and (isinstance(fraction, bool) or not isinstance(fraction, (int, float))):
+            raise ConfigError(f"finish_exact.fraction must be a number in (0, 1), got {fraction!r}")
         if epochs is not None and epochs < 1:
             raise ConfigError(f"finish_exact.epochs must be a positive integer, got {epochs}")
         if fraction is not None and not 0 < fraction < 1:
@@ -47,7 +51,7 @@ class FinishExact(pl.Callback):
             raise ConfigError(
                 f"finish_exact leaves no sampled epoch: {exact_epochs} exact of trainer.max_epochs={max_epochs}"
             )
-        if not isinstance(pl_module.loss, (SampledLoss, FullSoftmaxLoss)):
+        if not isinstance(pl_module.loss, SampledLoss):  # (exact already: nothing would switch)
             raise ConfigError("finish_exact switches a sampled objective to exact softmax: use loss=sampled_softmax, "
                               "nce or neg")  # fmt: skip
         self.switch_epoch = max_epochs - exact_epochs
@@ -58,6 +62,14 @@ class FinishExact(pl.Callback):
         if isinstance(pl_module.loss, SampledLoss):
             log.info("epoch %d: switching from %s to exact softmax", trainer.current_epoch, pl_module.loss.name)
             pl_module.loss = FullSoftmaxLoss()
+
+    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.switch_epoch is not None and isinstance(pl_module.loss, SampledLoss):
+            log.warning(
+                "finish_exact: training stopped at epoch %d, before the switch at epoch %d: exact softmax was "
+                "never used (an early stop or max_steps/max_time ended it first)",
+                trainer.current_epoch, self.switch_epoch,
+            )  # fmt: skip
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._maybe_switch(trainer, pl_module)

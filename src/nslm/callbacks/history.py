@@ -31,6 +31,12 @@ class ValidationHistory(pl.Callback):
         self._started = time.perf_counter()
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._take_restored()
+
+    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._take_restored()  # a resumed fit that had nothing left to train (killed while testing)
+
+    def _take_restored(self) -> None:
         # After every restore, whatever the strategy: only a resumed fit takes the checkpoint's state.
         if self._restored is not None:
             self.records = list(self._restored.get("records", []))

@@ -15,8 +15,15 @@ under DDP, so ranks that were not signalled stop too, at the same step), then:
     5. `Preempted` is raised: nslm-train exits with 128 + the signal number (143 for SIGTERM), so
        schedulers, `&&` chains and W&B record an unfinished run
 
-Running the same command again resumes from that checkpoint (`resume: auto`). A signal that arrives
-during validation or testing takes effect at the next training step (testing finishes: the run is done).
+Running the same command again resumes from that checkpoint (`resume: auto`). The handler is installed
+when nslm-train starts (`install`), so no phase of the run falls back to a default action or to
+Lightning's handler (which exits 0):
+- before training (data preparation, model build): the run stops when fit starts, recorded as
+  interrupted with nothing to resume from (the same command starts it afresh);
+- during validation inside the fit: at the next training step, as above (after the last epoch's
+  validation: in the test that follows);
+- during the final test: at the next test batch; training is done, so nothing is saved and the same
+  command resumes from `last.ckpt` straight into the test.
 """
 
 from __future__ import annotations
@@ -46,11 +53,11 @@ SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2)
 class Preempted(NslmError):
     """The run stopped at a preemption signal after saving; the same command resumes it."""
 
-    def __init__(self, signum: int, checkpoint: Path, step: int) -> None:
+    def __init__(self, signum: int, checkpoint: Path | None, step: int, phase: str = "training") -> None:
         self.signum, self.checkpoint, self.step = signum, checkpoint, step
+        where = f"{phase} at step {step}" + (f"; saved {checkpoint}" if phase == "training" else "")
         super().__init__(
-            f"stopped by {signal.Signals(signum).name} at step {step}; saved {checkpoint}. "
-            "Run the same command again to resume"
+            f"stopped by {signal.Signals(signum).name} during {where}. Run the same command again to resume"
         )
 
     @property
@@ -63,23 +70,41 @@ class Preemption(pl.Callback):
         self.checkpoint = Path(output_dir) / "checkpoints" / "preempted.ckpt"
         self.output_dir = Path(output_dir)
         self.received: int | None = None
-        self._previous: dict[int, Any] = {}
+        self._previous: dict[int, Any] = {}  # the handlers before nslm's first install (submitit's, ...)
 
     def _record(self, signum: int, frame) -> None:
         self.received = self.received or signum
 
-    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        # After Lightning's own handlers (registered once the fit is set up, after on_fit_start), which
-        # ours replace: Lightning's SIGTERM handler runs a collective inside the handler, which deadlocks DDP.
+    def install(self) -> None:
+        """Record the signals from now on; the first call keeps the handlers it replaces for `uninstall`."""
         if threading.current_thread() is not threading.main_thread():
             return  # signal handlers can only be set from the main thread
         for signum in SIGNALS:
-            self._previous[signum] = signal.signal(signum, self._record)
+            previous = signal.signal(signum, self._record)
+            self._previous.setdefault(signum, previous)
 
-    def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+    def uninstall(self) -> None:
         for signum, handler in self._previous.items():
             signal.signal(signum, handler)
         self._previous = {}
+
+    # Lightning registers its own handlers as each fit/validate/test starts, after the hooks before these:
+    # ours replace them again (Lightning's SIGTERM handler runs a collective inside the handler, which
+    # deadlocks DDP, and ends a test with exit status 0).
+    def on_sanity_check_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.install()
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.install()
+
+    def on_test_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.install()
+
+    def stop_if_signalled_before_fit(self) -> None:
+        """A signal during data preparation or the model build: nothing to save, the record says so."""
+        if self.received:
+            write_interrupted(self.output_dir, signal.Signals(self.received).name, None, 0)
+            raise Preempted(self.received, None, 0, phase="set-up")
 
     def _signal_anywhere(self, trainer: pl.Trainer) -> int:
         local = torch.tensor([self.received or 0], device=trainer.strategy.root_device)
@@ -87,18 +112,29 @@ class Preemption(pl.Callback):
             dist.all_reduce(local, op=dist.ReduceOp.MAX)
         return int(local.item())
 
+    def on_test_batch_end(self, trainer: pl.Trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
+        signum = self._signal_anywhere(trainer)
+        if not signum:
+            return
+        log.warning("%s received while testing: stopping (training is done; the same command tests again)",
+                    signal.Signals(signum).name)  # fmt: skip
+        resume_from = self.output_dir / "checkpoints" / "last.ckpt"
+        self._stop(trainer, signum, resume_from, "testing")
+
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module, outputs, batch, batch_idx) -> None:
         signum = self._signal_anywhere(trainer)
         if not signum:
             return
-        name = signal.Signals(signum).name
-        log.warning("%s received: saving %s and stopping", name, self.checkpoint)
+        log.warning("%s received: saving %s and stopping", signal.Signals(signum).name, self.checkpoint)
         trainer.save_checkpoint(self.checkpoint)  # every rank: the mid-epoch state gathers from all
+        self._stop(trainer, signum, self.checkpoint, "training")
+
+    def _stop(self, trainer: pl.Trainer, signum: int, checkpoint: Path, phase: str) -> None:
         if trainer.is_global_zero:
-            write_interrupted(self.output_dir, name, self.checkpoint, trainer.global_step)
+            write_interrupted(self.output_dir, signal.Signals(signum).name, checkpoint, trainer.global_step)
         trainer.strategy.barrier("nslm-preempted")  # the record is written before any rank exits
         previous = self._previous.get(self.received) if self.received else None
-        self.teardown(trainer, pl_module, "fit")
+        self.uninstall()
         if not trainer.is_global_zero:
             os._exit(0)  # (Lightning's launcher would kill rank 0 on a child's non-zero status)
         for child in getattr(trainer.strategy.launcher, "procs", []):  # ranks Lightning's launcher started
@@ -110,7 +146,7 @@ class Preemption(pl.Callback):
                 _requeue_slurm_job()
         elif callable(previous) and not type(previous).__module__.startswith(("pytorch_lightning", "lightning")):
             previous(self.received, None)  # e.g. submitit: requeues the job (and may exit)
-        raise Preempted(signum, self.checkpoint, trainer.global_step)
+        raise Preempted(signum, checkpoint, trainer.global_step, phase)
 
 
 def _requeue_slurm_job() -> None:

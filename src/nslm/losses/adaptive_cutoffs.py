@@ -22,6 +22,7 @@ a 2-word vocabulary gets [1].
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Sequence
 
 import torch
@@ -65,11 +66,18 @@ def default_cutoffs(vocab_size: int, counts: Sequence[int] | None, in_features: 
 
 def checked_cutoffs(cutoffs: Sequence[int], vocab_size: int, in_features: int, div_value: float) -> list[int]:
     """The user's cutoffs as ints, or a one-line ConfigError saying what is wrong with them."""
+    # a string is a Sequence too: `loss.cutoffs=abc` must not read as ['a', 'b', 'c']
+    if isinstance(cutoffs, str | bytes) or not isinstance(cutoffs, Sequence):
+        raise ConfigError(
+            f"loss.cutoffs must be a list of increasing ids, e.g. [2000, 10000], or null for the default, "
+            f"got {cutoffs!r}"
+        )
     values = list(cutoffs)
     if not values:
         raise ConfigError("loss.cutoffs is empty: give at least one cluster boundary, or null for the default")
     for value in values:
-        if isinstance(value, bool) or not isinstance(value, int | float) or int(value) != value:
+        bad = isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value)
+        if bad or int(value) != value:
             raise ConfigError(f"loss.cutoffs must be whole numbers (word ids), got {values}")
     values = [int(value) for value in values]
     if any(b <= a for a, b in itertools.pairwise(values)):

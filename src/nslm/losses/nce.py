@@ -8,7 +8,8 @@ mean and spread of log Z to show how well it does.
 Accidental hits (a noise sample equal to the target) are kept, as in TF's `nce_loss`: NCE's optimum is
 then exp(s(w)) = p(w | h), a normalised model. Removing them (`loss.remove_accidental_hits=true`) weights
 w's noise term by k Q(w) (1 - p(w)) and moves the optimum to exp(s) = p / (1 - p): the log-odds, neither
-normalised nor NCE (tests/test_sampled_losses.py trains free scores to both optima).
+normalised nor NCE (tests/test_sampled_losses.py trains free scores to both optima). With in-batch and
+mixed samplers the row's own target is a candidate by construction, not a noise draw: it is removed there.
 """
 
 from __future__ import annotations

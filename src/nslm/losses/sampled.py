@@ -64,7 +64,8 @@ class SampledLoss(OutputObjective):
             unique: draw k distinct ids (rejection, TF's `unique=True`) instead of k i.i.d. draws.
             shared_negatives: one candidate set for the whole batch (one GEMM) or k per row.
             remove_accidental_hits: drop a candidate equal to the row's target. Default: on for sampled
-                softmax and NEG (word2vec skips them), off for NCE (TF's nce_loss).
+                softmax and NEG (word2vec skips them), off for NCE (TF's nce_loss) except with in-batch and
+                mixed samplers, whose candidates contain every row's target by construction.
             correct_bias: subtract log expected count. Default: on for sampled softmax and NCE; for NEG only
                 with in-batch/mixed samplers.
             sparse_gradients: gradient of the output embedding as a sparse tensor over the rows used.
@@ -81,8 +82,12 @@ class SampledLoss(OutputObjective):
         self.num_negatives = num_negatives
         self.unique = unique
         self.shared_negatives = shared_negatives
+        # A batch-derived candidate set (in-batch, mixed) holds each row's own target with certainty, not by
+        # an accidental draw: scoring it as noise is wrong for every objective, NCE's TF semantics included.
         self.remove_accidental_hits = (
-            remove_accidental_hits if remove_accidental_hits is not None else self.removes_hits_by_default
+            remove_accidental_hits
+            if remove_accidental_hits is not None
+            else (self.removes_hits_by_default or sampler.uses_batch)
         )
         self.correct_bias = (
             correct_bias if correct_bias is not None else (self.correct_by_default or sampler.uses_batch)

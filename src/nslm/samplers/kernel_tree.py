@@ -13,8 +13,11 @@ probability proportional to its mass, and then a word of the leaf in proportion 
 product of the choices telescopes to weight(w) / mass(root), for any A, with no O(V) work per draw.
 
 Costs (L = ceil(V / leaf_size) leaves, padded to a power of two): build O(V r^2) time, O(L r^2 + V r)
-memory; a draw of k ids O(k r^2 (1 + log(L / k)) + k leaf_size r^2). Kept in float64: <A, S> is a sum of
-terms that may cancel, and fp32 sums would put visible error into the probabilities the losses correct by.
+memory; a draw of k ids O(k r^2 (1 + log(L / k)) + k leaf_size r^2). Sums and scores in float64: <A, S> is
+a sum of terms that may cancel, and fp32 sums would put visible error into the probabilities the losses
+correct by. The rows z themselves are kept as given (the embedding's dtype) and widened when read: exact,
+half the memory of a float64 copy, and the very tensor a checkpoint stores (`QuadraticKernelSampler`).
+The build is deterministic: the same z and leaf_size on the same device give the same tree, bit for bit.
 """
 
 from __future__ import annotations
@@ -24,16 +27,17 @@ import torch
 
 class KernelSumTree:
     def __init__(self, z: torch.Tensor, leaf_size: int) -> None:
-        """`z`: [V, r] rows (the projected output embedding), kept in float64 on its device."""
-        self.z = z.double()
+        """`z`: [V, r] rows (the projected output embedding), kept as given (not copied) on its device:
+        the caller hands over a tensor nothing else writes to."""
+        self.z = z
         self.vocab_size, rank = self.z.shape
         self.leaf_size = leaf_size
         leaves = -(-self.vocab_size // leaf_size)
         self.depth = max(leaves - 1, 0).bit_length()  # levels below the root
         padded_leaves = 1 << self.depth
         # Leaf sums: pad the rows with zeros (weight 0 once counts say 0) to [padded_leaves, leaf_size, r].
-        padded = self.z.new_zeros(padded_leaves * leaf_size, rank)
-        padded[: self.vocab_size] = self.z
+        padded = self.z.new_zeros(padded_leaves * leaf_size, rank, dtype=torch.float64)
+        padded[: self.vocab_size] = self.z  # widened exactly
         blocks = padded.view(padded_leaves, leaf_size, rank)
         level_sums = torch.einsum("lsi,lsj->lij", blocks, blocks).reshape(padded_leaves, rank * rank)
         starts = torch.arange(padded_leaves, device=z.device) * leaf_size
@@ -55,7 +59,7 @@ class KernelSumTree:
 
     def weights(self, ids: torch.Tensor, matrix: torch.Tensor, alpha: float) -> torch.Tensor:
         """1 + alpha * z_w^T A z_w for the given ids (any shape); O(len(ids) r^2)."""
-        rows = self.z[ids]
+        rows = self.z[ids].double()
         return 1.0 + alpha * ((rows @ matrix) * rows).sum(-1)
 
     def draw(self, num: int, matrix: torch.Tensor, alpha: float) -> torch.Tensor:

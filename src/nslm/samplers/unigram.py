@@ -18,8 +18,8 @@ from nslm.samplers.base import CandidateSampler, as_counts
 class UnigramSampler(CandidateSampler):
     def __init__(self, counts: Sequence[int] | torch.Tensor, alpha: float = 0.75) -> None:
         super().__init__(counts)
-        if alpha < 0:
-            raise ConfigError(f"sampler.alpha must be >= 0, got {alpha}")
+        if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 <= alpha < float("inf"):
+            raise ConfigError(f"sampler.alpha must be a number >= 0 (0.75: word2vec, 1: the unigram), got {alpha!r}")
         self.alpha = alpha
         weights = as_counts(counts).clamp(min=1.0).pow(alpha)
         probs = weights / weights.sum()

@@ -39,6 +39,10 @@ def instantiate_trainer(trainer_cfg: DictConfig, **kwargs: Any) -> pl.Trainer:
     (`++trainer.max_epoch=3`) or a value Lightning rejects (`trainer.devices=0`) is the user's
     configuration, not a bug, so it becomes one line that names the key (and the closest valid argument).
     """
+    for key in _NUMERIC_TRAINER_KEYS:  # Lightning asserts on some of these: a bare AssertionError traceback
+        value = trainer_cfg.get(key)
+        if isinstance(value, (str, bool)):
+            raise ConfigError(f"trainer.{key} must be a number, got {value!r}") from None
     try:
         return instantiate(trainer_cfg, **kwargs)
     except Exception as err:
@@ -49,6 +53,13 @@ def instantiate_trainer(trainer_cfg: DictConfig, **kwargs: Any) -> pl.Trainer:
             message = " ".join(str(cause).split())  # Lightning's reason, on one line
             raise ConfigError(f"the trainer settings were refused: {message} (fix the trainer.* override)") from None
         raise
+
+
+_NUMERIC_TRAINER_KEYS = (
+    "max_epochs", "min_epochs", "max_steps", "min_steps", "limit_train_batches", "limit_val_batches",
+    "limit_test_batches", "num_sanity_val_steps", "log_every_n_steps", "accumulate_grad_batches",
+    "check_val_every_n_epoch", "gradient_clip_val", "val_check_interval",
+)  # fmt: skip
 
 
 def _innermost(err: BaseException) -> BaseException:
