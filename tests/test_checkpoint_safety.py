@@ -39,7 +39,8 @@ def real_checkpoint(tmp_path_factory) -> pathlib.Path:
 def bad_files(real: pathlib.Path, directory: pathlib.Path) -> dict[str, pathlib.Path]:
     directory.mkdir(parents=True, exist_ok=True)
     data = real.read_bytes()
-    files = {name: directory / f"{name}.ckpt" for name in ("truncated", "empty", "garbage", "foreign")}
+    files = {name: directory / f"{name}.ckpt" for name in ("truncated", "empty", "garbage", "random", "foreign")}
+    files["random"].write_bytes(bytes(torch.randint(256, (100,), generator=torch.Generator().manual_seed(3)).tolist()))
     files["truncated"].write_bytes(data[: len(data) // 2])
     files["empty"].write_bytes(b"")
     files["garbage"].write_bytes(b"this is not a checkpoint\n" * 100)
@@ -66,6 +67,7 @@ def test_real_checkpoints_load_as_plain_data(real_checkpoint):
         ("truncated", "is corrupt or truncated"),
         ("empty", "is empty"),
         ("garbage", "is corrupt or truncated"),
+        ("random", "is corrupt or truncated"),  # (not "holds Python objects": it is no pickle at all)
         ("foreign", "is not an nslm checkpoint"),
     ],
 )
@@ -131,3 +133,8 @@ def test_a_checkpoint_of_another_model_is_one_line_not_a_size_mismatch(real_chec
     resized["state_dict"][name] = torch.zeros(3, 3)
     with pytest.raises(CheckpointError, match=f"{name} is \\[3, 3\\]"):
         module_from_checkpoint(resized, checkpoint_vocabulary(resized))
+
+
+def test_a_directory_is_named_as_one(tmp_path):
+    with pytest.raises(CheckpointError, match="is a directory; pass a file in it"):
+        read_checkpoint(tmp_path)

@@ -13,6 +13,7 @@ truncated, corrupt and foreign files, each with one line that says so.
 from __future__ import annotations
 
 import pickle
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -58,10 +59,17 @@ def read_checkpoint(path: str | Path, mmap: bool = False) -> dict[str, Any]:
 
     `mmap=True` maps tensors instead of reading them: a cheap look at the metadata of a large file."""
     path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"checkpoint {path} is a directory; pass a file in it, e.g. {path / 'last.ckpt'}")
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist; pass ckpt_path=<run dir>/checkpoints/<file>.ckpt")
     if path.stat().st_size == 0:
         raise CheckpointError(f"checkpoint {path} is empty (a write that never finished?); use another checkpoint")
+    if not zipfile.is_zipfile(path):  # torch.save writes a zip archive; random bytes could pass for a pickle
+        raise CheckpointError(
+            f"checkpoint {path} is corrupt or truncated (not a complete torch archive); use another checkpoint, "
+            "e.g. checkpoints/last.ckpt or an epoch checkpoint of the same run"
+        )
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as err:  # any failure to unpickle untrusted bytes is a bad file, not a bug of ours

@@ -122,6 +122,9 @@ def _fit_and_test(
     preemption.stop_if_signalled_before_fit()
     if cfg.get("train"):
         trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"), weights_only=True)
+    if cfg.get("train") and trainer.global_step == 0:
+        log.warning("no training step was taken (trainer.limit_train_batches / max_steps?): the figures below "
+                    "are the untrained model's")  # fmt: skip
     val_last = module.last_eval.get("val/ppl")
     checkpoint = trainer.checkpoint_callback
     best_path = checkpoint.best_model_path if checkpoint is not None else ""
