@@ -190,3 +190,19 @@ def test_training_resumed_from_a_checkpoint_ends_where_an_uninterrupted_run_ends
     assert [r["val/ppl"] for r in resumed["history"]] == [r["val/ppl"] for r in reference["history"]]
     for metric in ("val/ppl", "val/ppl_last", "test/ppl"):
         assert resumed[metric] == reference[metric], metric
+
+
+def test_a_checkpoint_from_before_a_finish_exact_switch_loads_into_the_switched_module(tmp_path):
+    """finish_exact tests its best checkpoint, which may be a sampled epoch's: the exact module has no place
+    for the kernel sampler's state, and a strict load must not fail on it."""
+    from nslm.losses import FullSoftmaxLoss
+
+    cfg = compose_train(["loss=sampled_softmax", "sampler=kernel", "sampler.rank=4"], tmp_path / "run")
+    vocab = Vocabulary(["<eos>", "<unk>", *(f"w{i}" for i in range(V - 2))], list(range(V, 0, -1)))
+    module = build_module(cfg, vocab)
+    checkpoint = {"state_dict": dict(module.state_dict())}
+    assert "loss.sampler._extra_state" in checkpoint["state_dict"]
+    module.loss = FullSoftmaxLoss()  # what FinishExact does at the switch
+    module.on_load_checkpoint(checkpoint)
+    module.load_state_dict(checkpoint["state_dict"])  # strict
+    assert "loss.sampler._extra_state" not in checkpoint["state_dict"]

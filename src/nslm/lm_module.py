@@ -174,6 +174,13 @@ class LanguageModelModule(pl.LightningModule):
         self._log_eval("test", self.test_ppl)
 
     # ---- optimisation and checkpoints ---------------------------------------------------------------
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # finish_exact swaps the objective within a run: a checkpoint from the other side of the switch holds
+        # the other objective's state (a kernel sampler's snapshot), which this module has no place for.
+        weights, own = checkpoint.get("state_dict", {}), self.state_dict()
+        for name in [name for name in weights if name.startswith("loss.") and name not in own]:
+            del weights[name]
+
     def sparse_parameters(self) -> list[nn.Parameter]:
         """Tables with sparse gradients (see `LSTMLanguageModel.sparse_tables`): updated lazily
         (`nslm.optim.sparse`) and averaged across DDP ranks as rows (`nslm.distributed.strategy`)."""

@@ -62,8 +62,6 @@ def train(cfg: DictConfig) -> RunResults:
 
 def _train(cfg: DictConfig, preemption: Preemption, started: float, job_dir: Path) -> RunResults:
     auto_resumed = resolve_resume(cfg)
-    preemption.output_dir = Path(cfg.paths.output_dir)  # the resumed run's directory, when it resumes one
-    preemption.checkpoint = preemption.output_dir / "checkpoints" / "preempted.ckpt"
     # read safely (weights_only) and checked before Lightning touches it: one line if it is unusable
     resume_from = read_checkpoint(cfg.ckpt_path, mmap=True) if cfg.get("ckpt_path") else None
 
@@ -86,7 +84,9 @@ def _fit_and_test(
     cfg: DictConfig, datamodule, resume_from: dict | None, started: float, job_dir: Path, preemption: Preemption
 ) -> RunResults:
     pl.seed_everything(cfg.seed, workers=True)
-    output_dir = Path(cfg.paths.output_dir)
+    output_dir = Path(cfg.paths.output_dir)  # the resumed run's, once resolve_resume/keep_resume have decided
+    preemption.output_dir, preemption.checkpoint = output_dir, output_dir / "checkpoints" / "preempted.ckpt"
+    preemption.resumable_after_training = bool(cfg.get("train"))
     module = build_module(cfg, datamodule.vocab)
     if resume_from is not None and (problem := weights_mismatch(module, resume_from)):
         raise ConfigError(
@@ -119,13 +119,15 @@ def _fit_and_test(
         logger.log_hyperparams(metadata["config"])
     del resume_from  # (memory-mapped)
 
-    preemption.stop_if_signalled_before_fit()
+    preemption.stop_if_signalled_before_fit(process_rank())
     if cfg.get("train"):
         trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"), weights_only=True)
     if cfg.get("train") and trainer.global_step == 0:
         log.warning("no training step was taken (trainer.limit_train_batches / max_steps?): the figures below "
                     "are the untrained model's")  # fmt: skip
     val_last = module.last_eval.get("val/ppl")
+    if val_last is None and history.records:  # a resumed fit with nothing left to train validates nothing
+        val_last = history.records[-1].get("val/ppl")
     checkpoint = trainer.checkpoint_callback
     best_path = checkpoint.best_model_path if checkpoint is not None else ""
     best_score = checkpoint.best_model_score if checkpoint is not None else None

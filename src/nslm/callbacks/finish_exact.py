@@ -64,7 +64,8 @@ class FinishExact(pl.Callback):
             pl_module.loss = FullSoftmaxLoss()
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if self.switch_epoch is not None and isinstance(pl_module.loss, SampledLoss):
+        stopped_early = self.switch_epoch is not None and trainer.current_epoch < self.switch_epoch
+        if stopped_early and isinstance(pl_module.loss, SampledLoss):
             log.warning(
                 "finish_exact: training stopped at epoch %d, before the switch at epoch %d: exact softmax was "
                 "never used (an early stop or max_steps/max_time ended it first)",

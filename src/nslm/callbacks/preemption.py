@@ -22,8 +22,8 @@ Lightning's handler (which exits 0):
   interrupted with nothing to resume from (the same command starts it afresh);
 - during validation inside the fit: at the next training step, as above (after the last epoch's
   validation: in the test that follows);
-- during the final test: at the next test batch; training is done, so nothing is saved and the same
-  command resumes from `last.ckpt` straight into the test.
+- during the final test: at the next test batch, when `last.ckpt` exists (training is done, nothing is
+  saved; the same command resumes from it straight into the test); without one the test just finishes.
 """
 
 from __future__ import annotations
@@ -71,6 +71,8 @@ class Preemption(pl.Callback):
         self.output_dir = Path(output_dir)
         self.received: int | None = None
         self._previous: dict[int, Any] = {}  # the handlers before nslm's first install (submitit's, ...)
+        #: a stop in the test is only worth it when the fit ran and `last.ckpt` will take the rerun there
+        self.resumable_after_training = True
 
     def _record(self, signum: int, frame) -> None:
         self.received = self.received or signum
@@ -91,18 +93,27 @@ class Preemption(pl.Callback):
     # Lightning registers its own handlers as each fit/validate/test starts, after the hooks before these:
     # ours replace them again (Lightning's SIGTERM handler runs a collective inside the handler, which
     # deadlocks DDP, and ends a test with exit status 0).
-    def on_sanity_check_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+    def _take_over(self, trainer: pl.Trainer) -> None:
         self.install()
+        connector = getattr(trainer, "_signal_connector", None)
+        if connector is not None and connector.received_sigterm:  # arrived while Lightning's handler was in
+            self.received = self.received or signal.SIGTERM
+            connector.received_sigterm = False  # (else Lightning ends the next DDP step with exit status 0)
+
+    def on_sanity_check_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._take_over(trainer)
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self.install()
+        self._take_over(trainer)
 
     def on_test_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self.install()
+        self._take_over(trainer)
 
-    def stop_if_signalled_before_fit(self) -> None:
-        """A signal during data preparation or the model build: nothing to save, the record says so."""
-        if self.received:
+    def stop_if_signalled_before_fit(self, rank: int = 0) -> None:
+        """A signal during data preparation or the model build: nothing to save, the record says so. Only
+        rank 0 stops here (a child rank waits for it in the process group); a child's signal is kept and
+        stops every rank together at the first training step."""
+        if self.received and rank == 0:
             write_interrupted(self.output_dir, signal.Signals(self.received).name, None, 0)
             raise Preempted(self.received, None, 0, phase="set-up")
 
@@ -116,9 +127,11 @@ class Preemption(pl.Callback):
         signum = self._signal_anywhere(trainer)
         if not signum:
             return
+        resume_from = self.output_dir / "checkpoints" / "last.ckpt"
+        if not self.resumable_after_training or not resume_from.is_file():
+            return  # nothing would resume straight into the test: finishing it is the cheaper way out
         log.warning("%s received while testing: stopping (training is done; the same command tests again)",
                     signal.Signals(signum).name)  # fmt: skip
-        resume_from = self.output_dir / "checkpoints" / "last.ckpt"
         self._stop(trainer, signum, resume_from, "testing")
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module, outputs, batch, batch_idx) -> None:
@@ -133,8 +146,8 @@ class Preemption(pl.Callback):
         if trainer.is_global_zero:
             write_interrupted(self.output_dir, signal.Signals(signum).name, checkpoint, trainer.global_step)
         trainer.strategy.barrier("nslm-preempted")  # the record is written before any rank exits
+        # (handlers stay ours until train() ends: Lightning's teardown puts back what it found, i.e. ours)
         previous = self._previous.get(self.received) if self.received else None
-        self.uninstall()
         if not trainer.is_global_zero:
             os._exit(0)  # (Lightning's launcher would kill rank 0 on a child's non-zero status)
         for child in getattr(trainer.strategy.launcher, "procs", []):  # ranks Lightning's launcher started

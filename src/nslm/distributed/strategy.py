@@ -72,7 +72,7 @@ def check_strategy(trainer: pl.Trainer, module: nn.Module) -> None:
     """Sparse tables need this strategy across processes: Lightning's own would crash at the first backward
     (gloo) or could not work at all (NCCL has no sparse all-reduce). One line naming the fix."""
     launcher = getattr(trainer.strategy, "launcher", None)
-    if trainer.world_size > 1 and type(launcher).__name__ == "_MultiProcessingLauncher":
+    if type(launcher).__name__ == "_MultiProcessingLauncher":  # (one spawned device too: results stay there)
         # (ddp_spawn / ddp_fork / ddp_notebook: the module and its metrics come back to the main process
         # pickled after the fit, and the test run there logs metrics its logger never saw)
         raise ConfigError(

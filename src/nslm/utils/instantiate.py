@@ -56,10 +56,19 @@ def instantiate_trainer(trainer_cfg: DictConfig, **kwargs: Any) -> pl.Trainer:
 
 
 _NUMERIC_TRAINER_KEYS = (
-    "max_epochs", "min_epochs", "max_steps", "min_steps", "limit_train_batches", "limit_val_batches",
-    "limit_test_batches", "num_sanity_val_steps", "log_every_n_steps", "accumulate_grad_batches",
-    "check_val_every_n_epoch", "gradient_clip_val", "val_check_interval",
-)  # fmt: skip
+    "max_epochs",
+    "min_epochs",
+    "max_steps",
+    "min_steps",
+    "limit_train_batches",
+    "limit_val_batches",
+    "limit_test_batches",
+    "num_sanity_val_steps",
+    "log_every_n_steps",
+    "accumulate_grad_batches",
+    "check_val_every_n_epoch",
+    "gradient_clip_val",
+)  # fmt: skip  (not val_check_interval: "DD:HH:MM:SS" is a valid one)
 
 
 def _innermost(err: BaseException) -> BaseException:
