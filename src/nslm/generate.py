@@ -21,6 +21,7 @@ from nslm.checkpoint import checkpoint_vocabulary, module_from_checkpoint, read_
 from nslm.data.vocab import EOS, Vocabulary
 from nslm.errors import ConfigError, exit_on_user_error
 from nslm.losses import OutputObjective
+from nslm.utils.checks import is_number, is_whole_number
 from nslm.utils.paths import config_dir
 
 
@@ -70,7 +71,7 @@ def format_text(words: list[str]) -> str:
 def _number(cfg: DictConfig, key: str, kind: type) -> int | float:
     """`cfg[key]` as an int or float; a value of the wrong kind (`num_words=abc`) is a one-line error."""
     value = cfg[key]
-    if isinstance(value, bool) or not isinstance(value, (int, float) if kind is float else int):
+    if not (is_number(value) if kind is float else is_whole_number(value)):
         example = {"num_words": 100, "top_k": 50, "seed": 1, "temperature": 0.8}[key]
         wanted = "a number" if kind is float else "a whole number"
         raise ConfigError(f"{key} must be {wanted}, got {value!r} (e.g. {key}={example})")

@@ -11,6 +11,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from nslm.utils.checks import is_number
+
 
 class BadInput(ValueError):
     """A results.json or bench.json that cannot be used; the message says why (after the file's name)."""
@@ -29,10 +31,6 @@ RESULT_NUMBERS = (
 )
 #: what every bench.json row must have (nslm.bench.cli writes them all)
 BENCH_ROW_KEYS = ("vocab_size", "tokens_per_sec", "objective", "sampler", "k")
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _kind(value: Any) -> str:
@@ -61,10 +59,10 @@ def check_results(payload: Any) -> dict[str, Any]:
         if payload.get(key) is not None and not isinstance(payload[key], wanted):
             raise BadInput(f'"{key}" is {_kind(payload[key])}, not {_kind(wanted())}')
     for key in RESULT_NUMBERS:
-        if payload.get(key) is not None and not _is_number(payload[key]):
+        if payload.get(key) is not None and not is_number(payload[key]):
             raise BadInput(f'"{key}" is {_kind(payload[key])}, not a number')
     for index, record in enumerate(payload.get("history") or []):
-        if not isinstance(record, dict) or not all(_is_number(record.get(key)) for key in ("seconds", "val/ppl")):
+        if not isinstance(record, dict) or not all(is_number(record.get(key)) for key in ("seconds", "val/ppl")):
             raise BadInput(f'history entry {index} lacks a numeric "seconds" or "val/ppl": {record!r}')
     return payload
 
@@ -78,6 +76,6 @@ def check_bench(payload: Any) -> dict[str, Any]:
             raise BadInput(f"row {index} is {_kind(row)}, not an object")
         if missing := [key for key in BENCH_ROW_KEYS if key not in row]:
             raise BadInput(f"row {index} lacks {', '.join(missing)}")
-        if not (_is_number(row["vocab_size"]) and _is_number(row["tokens_per_sec"])):
+        if not (is_number(row["vocab_size"]) and is_number(row["tokens_per_sec"])):
             raise BadInput(f'row {index} has a non-numeric "vocab_size" or "tokens_per_sec"')
     return payload

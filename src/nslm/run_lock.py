@@ -26,6 +26,7 @@ from typing import Any
 
 from nslm.errors import NslmError
 from nslm.utils.atomic import atomic_write_json
+from nslm.utils.checks import is_whole_number
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +78,7 @@ def owner_alive(owner: dict[str, Any] | None) -> bool:
         return False  # this job's own earlier incarnation (requeued): it is gone
     if owner.get("host") == socket.gethostname():
         pid = owner.get("pid")
-        if isinstance(pid, bool) or not isinstance(pid, int) or pid <= 0:
+        if not is_whole_number(pid) or pid <= 0:
             return False  # a damaged lock names no process: nobody owns the run
         if pid == os.getpid() or not _pid_alive(pid):
             return False

@@ -19,6 +19,7 @@ import pytorch_lightning as pl
 
 from nslm.errors import ConfigError
 from nslm.losses import FullSoftmaxLoss, SampledLoss
+from nslm.utils.checks import is_number, is_whole_number
 
 log = logging.getLogger(__name__)
 
@@ -29,9 +30,9 @@ class FinishExact(pl.Callback):
             raise ConfigError(
                 "give one of finish_exact.epochs (last N epochs) or finish_exact.fraction (of max_epochs)"
             )
-        if epochs is not None and (isinstance(epochs, bool) or not isinstance(epochs, int)):
+        if epochs is not None and not is_whole_number(epochs):
             raise ConfigError(f"finish_exact.epochs must be a positive integer, got {epochs!r}")
-        if fraction is not None and (isinstance(fraction, bool) or not isinstance(fraction, (int, float))):
+        if fraction is not None and not is_number(fraction):
             raise ConfigError(f"finish_exact.fraction must be a number in (0, 1), got {fraction!r}")
         if epochs is not None and epochs < 1:
             raise ConfigError(f"finish_exact.epochs must be a positive integer, got {epochs}")

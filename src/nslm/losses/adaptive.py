@@ -9,7 +9,6 @@ model, so train/val perplexities are true perplexities of that model and compare
 from __future__ import annotations
 
 import itertools
-import math
 from collections.abc import Sequence
 
 import torch
@@ -20,11 +19,7 @@ from nslm.errors import ConfigError
 from nslm.losses.adaptive_cutoffs import checked_cutoffs, default_cutoffs, max_tail_clusters
 from nslm.losses.base import OutputObjective
 from nslm.losses.exact import MAX_LOGITS_PER_CHUNK
-
-
-def _is_real(value: object) -> bool:
-    """A finite int or float, not a bool (Hydra passes `true`, `inf`, `abc` through as given)."""
-    return not isinstance(value, bool) and isinstance(value, int | float) and math.isfinite(value)
+from nslm.utils.checks import is_finite_number
 
 
 class AdaptiveSoftmaxLoss(OutputObjective):
@@ -60,11 +55,11 @@ class AdaptiveSoftmaxLoss(OutputObjective):
             raise ConfigError(f"adaptive softmax needs a vocabulary of at least 2 words, got {vocab_size}")
         if in_features < 1:
             raise ConfigError(f"adaptive softmax needs in_features >= 1, got {in_features}")
-        if not (_is_real(div_value) and div_value >= 1.0):
+        if not (is_finite_number(div_value) and div_value >= 1.0):
             raise ConfigError(
                 f"loss.div_value must be a number >= 1 (tail projections shrink by it), got {div_value!r}"
             )
-        if init_range is not None and not (_is_real(init_range) and init_range > 0):
+        if init_range is not None and not (is_finite_number(init_range) and init_range > 0):
             raise ConfigError(
                 f"loss.init_range must be a number > 0 (parameters ~ U(-r, r)), or null for torch's default "
                 f"initialisation, got {init_range!r}"

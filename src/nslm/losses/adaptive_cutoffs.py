@@ -22,12 +22,12 @@ a 2-word vocabulary gets [1].
 from __future__ import annotations
 
 import itertools
-import math
 from collections.abc import Sequence
 
 import torch
 
 from nslm.errors import ConfigError
+from nslm.utils.checks import is_finite_number
 
 #: share of training tokens covered by the head
 HEAD_SHARE = 0.8
@@ -76,8 +76,7 @@ def checked_cutoffs(cutoffs: Sequence[int], vocab_size: int, in_features: int, d
     if not values:
         raise ConfigError("loss.cutoffs is empty: give at least one cluster boundary, or null for the default")
     for value in values:
-        bad = isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value)
-        if bad or int(value) != value:
+        if not is_finite_number(value) or int(value) != value:
             raise ConfigError(f"loss.cutoffs must be whole numbers (word ids), got {values}")
     values = [int(value) for value in values]
     if any(b <= a for a, b in itertools.pairwise(values)):

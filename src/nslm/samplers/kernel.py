@@ -49,7 +49,6 @@ from __future__ import annotations
 
 import logging
 import math
-import numbers
 from collections.abc import Sequence
 from typing import Any
 
@@ -60,6 +59,7 @@ from nslm.distributed.collectives import is_distributed
 from nslm.errors import ConfigError
 from nslm.samplers.base import CandidateSampler
 from nslm.samplers.kernel_tree import KernelSumTree
+from nslm.utils.checks import is_finite_number, is_whole_number
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +70,7 @@ STATE_FIELDS = ("steps", "projection", "snapshot", "matrix")
 
 def _whole(name: str, value: Any, null: str = "") -> int:
     """A positive integer option (bool is an int to Python, never a size here); `null`: what None would mean."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+    if not is_whole_number(value) or value < 1:
         or_null = f" or null ({null})" if null else ""
         raise ConfigError(f"sampler.{name} must be a positive integer{or_null}, got {value!r}")
     return int(value)
@@ -78,8 +78,7 @@ def _whole(name: str, value: Any, null: str = "") -> int:
 
 def _real(name: str, value: Any, low: float, high: float, meaning: str) -> float:
     """A finite number in [low, high] (inf/nan would reach the probabilities as nan)."""
-    ok = not isinstance(value, bool) and isinstance(value, numbers.Real) and math.isfinite(value)
-    if not (ok and low <= value <= high):
+    if not (is_finite_number(value) and low <= value <= high):
         raise ConfigError(f"sampler.{name} must be a finite number {meaning}, got {value!r}")
     return float(value)
 

@@ -13,12 +13,13 @@ import torch
 
 from nslm.errors import ConfigError
 from nslm.samplers.base import CandidateSampler, as_counts
+from nslm.utils.checks import is_finite_number
 
 
 class UnigramSampler(CandidateSampler):
     def __init__(self, counts: Sequence[int] | torch.Tensor, alpha: float = 0.75) -> None:
         super().__init__(counts)
-        if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 <= alpha < float("inf"):
+        if not is_finite_number(alpha) or alpha < 0:
             raise ConfigError(f"sampler.alpha must be a number >= 0 (0.75: word2vec, 1: the unigram), got {alpha!r}")
         self.alpha = alpha
         weights = as_counts(counts).clamp(min=1.0).pow(alpha)
